@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from accounts.models import ApiToken, Membership, Organization
+
+User = get_user_model()
+
+
+@transaction.atomic
+def organization_create(*, name: str, owner: AbstractBaseUser | None = None, slug: str | None = None) -> Organization:
+    organization = Organization.objects.create(name=name, slug=slug or slugify(name)[:100])
+    if owner is not None:
+        Membership.objects.create(user=owner, organization=organization, role=Membership.Role.OWNER)
+    return organization
+
+
+@transaction.atomic
+def membership_add(
+    *, organization: Organization, user: AbstractBaseUser, role: str = Membership.Role.MEMBER, actor=None
+) -> Membership:
+    membership, _ = Membership.objects.update_or_create(
+        user=user, organization=organization, defaults={"role": role}
+    )
+    return membership
+
+
+@transaction.atomic
+def api_token_create(
+    *, user: AbstractBaseUser, organization: Organization, name: str = "API token"
+) -> tuple[ApiToken, str]:
+    """Returns the token row and the raw secret, which is not stored and cannot be shown again."""
+    raw = ApiToken.PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user, organization=organization, name=name, key_hash=ApiToken.hash_key(raw), hint=raw[:10]
+    )
+    return token, raw
+
+
+def api_token_touch(*, token: ApiToken) -> None:
+    ApiToken.objects.filter(id=token.id).update(last_used_at=timezone.now())
+
+
+@transaction.atomic
+def api_token_revoke(*, token: ApiToken, actor: AbstractBaseUser) -> None:
+    ApiToken.objects.filter(id=token.id, revoked_at__isnull=True).update(revoked_at=timezone.now())

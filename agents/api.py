@@ -1,0 +1,260 @@
+"""REST API for agents, runs and their events. Views parse, scope through a selector, call one
+service and serialize."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, renderers, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.selectors import organization_for_request
+from agents import selectors, services, streams
+from agents.llm import available_models
+from agents.models import Run
+from agents.serializers import (
+    AgentSerializer,
+    ModelInfoSerializer,
+    RunCreateSerializer,
+    RunEventSerializer,
+    RunSerializer,
+)
+from config.errors import Conflict
+
+
+def _int_param(request, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise serializers.ValidationError({name: [f"Must be an integer, got {raw!r}."]}) from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise serializers.ValidationError({name: [f"Must be {bound}."]})
+    return value
+
+
+class OrganizationScoped:
+    """Resolves the organization the caller acts in; every query goes through it."""
+
+    @property
+    def organization(self):
+        if not hasattr(self, "_organization"):
+            organization = organization_for_request(self.request)
+            if organization is None:
+                raise PermissionDenied("You are not a member of any organization.")
+            self._organization = organization
+        return self._organization
+
+
+AGENT_LIST_PARAMS = [
+    OpenApiParameter("search", str, description="Case-insensitive match on name or description."),
+    OpenApiParameter("model", str, description="Only agents using this model id."),
+    OpenApiParameter("tool", str, description="Only agents that have this tool."),
+    OpenApiParameter("ordering", str, enum=sorted(selectors.AGENT_ORDERINGS)),
+]
+
+
+@extend_schema(tags=["agents"])
+class AgentViewSet(
+    OrganizationScoped,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Agents: a system prompt, a model, the tools it may call and its limits."""
+
+    serializer_class = AgentSerializer
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    lookup_value_regex = "[0-9a-fA-F-]{36}"
+
+    def get_queryset(self):
+        params = self.request.query_params
+        return selectors.agent_list(
+            organization=self.organization,
+            search=params.get("search", "").strip(),
+            model=params.get("model", ""),
+            tool=params.get("tool", ""),
+            ordering=params.get("ordering", "-created_at"),
+        ).select_related("created_by")
+
+    def get_object(self):
+        agent = selectors.agent_get(organization=self.organization, agent_id=self.kwargs["pk"])
+        if agent is None:
+            raise NotFound("Agent not found.")
+        return agent
+
+    @extend_schema(parameters=AGENT_LIST_PARAMS)
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    def perform_create(self, serializer):
+        serializer.instance = services.agent_create(
+            organization=self.organization, actor=self.request.user, **serializer.validated_data
+        )
+
+    def perform_update(self, serializer):
+        serializer.instance = services.agent_update(
+            agent=serializer.instance, actor=self.request.user, **serializer.validated_data
+        )
+
+    def perform_destroy(self, instance):
+        services.agent_delete(agent=instance, actor=self.request.user)
+
+    @extend_schema(
+        methods=["POST"],
+        request=RunCreateSerializer,
+        responses={201: RunSerializer},
+        summary="Start a run of this agent",
+        tags=["runs"],
+    )
+    @extend_schema(
+        methods=["GET"],
+        responses=RunSerializer(many=True),
+        summary="List this agent's runs",
+        tags=["runs"],
+    )
+    @action(detail=True, methods=["get", "post"], url_path="runs")
+    def runs(self, request, pk=None):
+        agent = self.get_object()
+        if request.method == "GET":
+            page = self.paginate_queryset(selectors.run_list(organization=self.organization, agent_id=agent.id))
+            return self.get_paginated_response(RunSerializer(page, many=True).data)
+        serializer = RunCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        run = services.run_start(agent=agent, actor=request.user, **serializer.validated_data)
+        return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+class EventStreamRenderer(renderers.BaseRenderer):
+    """Lets content negotiation accept `Accept: text/event-stream`; the view streams itself."""
+
+    media_type = "text/event-stream"
+    format = "sse"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return json.dumps(data).encode()
+
+
+def _sse_frame(event: dict | None) -> str:
+    if event is None:
+        return ": keepalive\n\n"
+    data = json.dumps(event["data"] | {"seq": event["seq"], "created_at": event["created_at"]})
+    return f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n"
+
+
+@extend_schema(tags=["runs"])
+class RunViewSet(OrganizationScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Runs: one execution of an agent towards a goal, with its status, answer, usage and trace."""
+
+    serializer_class = RunSerializer
+    lookup_value_regex = "[0-9a-fA-F-]{36}"
+
+    def get_queryset(self):
+        params = self.request.query_params
+        status_filter = params.get("status", "")
+        if status_filter and status_filter not in Run.Status.values:
+            raise serializers.ValidationError(
+                {"status": [f"Unknown status {status_filter!r}. One of: {', '.join(Run.Status.values)}."]}
+            )
+        agent_id = params.get("agent") or None
+        if agent_id:
+            try:
+                agent_id = str(uuid.UUID(agent_id))
+            except ValueError:
+                raise serializers.ValidationError({"agent": ["Must be an agent id (UUID)."]}) from None
+        return selectors.run_list(
+            organization=self.organization,
+            agent_id=agent_id,
+            status=status_filter,
+            ordering=params.get("ordering", "-created_at"),
+        ).select_related("created_by")
+
+    def get_object(self):
+        run = selectors.run_get(organization=self.organization, run_id=self.kwargs["pk"])
+        if run is None:
+            raise NotFound("Run not found.")
+        return run
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("agent", OpenApiTypes.UUID, description="Only runs of this agent."),
+            OpenApiParameter("status", str, enum=Run.Status.values),
+            OpenApiParameter("ordering", str, enum=sorted(selectors.RUN_ORDERINGS)),
+        ]
+    )
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(request=None, responses={200: RunSerializer, 409: OpenApiResponse(description="Already finished")})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        run = self.get_object()
+        try:
+            run = services.run_cancel(run=run, actor=request.user)
+        except services.InvalidTransition as exc:
+            raise Conflict(str(exc)) from None
+        return Response(RunSerializer(run).data)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("after", int, description="Only events with a greater sequence number."),
+            OpenApiParameter("limit", int, description="At most this many events (JSON only; default 1000)."),
+        ],
+        responses={
+            (200, "application/json"): RunEventSerializer(many=True),
+            (200, "text/event-stream"): OpenApiResponse(
+                response=OpenApiTypes.STR,
+                description="Server-Sent Events: `id:` is the sequence number (Last-Event-ID resumes), "
+                "`event:` one of status, thought, tool_start, tool_end, final_answer, error. "
+                "The stream ends after the run's final status."
+            ),
+        },
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        renderer_classes=[renderers.JSONRenderer, renderers.BrowsableAPIRenderer, EventStreamRenderer],
+    )
+    def events(self, request, pk=None):
+        run = self.get_object()
+        after = _int_param(request, "after", 0)
+        if request.accepted_renderer.format == "sse":
+            last_event_id = request.headers.get("Last-Event-ID", "")
+            if last_event_id.isdigit():
+                after = max(after, int(last_event_id))
+            return _event_stream(run.id, after)
+        limit = _int_param(request, "limit", 1000, minimum=1, maximum=5000)
+        return Response(RunEventSerializer(selectors.run_events(run=run, after=after, limit=limit), many=True).data)
+
+
+def _event_stream(run_id, after: int) -> StreamingHttpResponse:
+    async def body():
+        async for event in streams.follow(run_id, after):
+            yield _sse_frame(event)
+
+    response = StreamingHttpResponse(body(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+@extend_schema(tags=["catalog"], responses=ModelInfoSerializer(many=True), summary="Models available now")
+class ModelListView(APIView):
+    def get(self, request):
+        return Response(ModelInfoSerializer(available_models(), many=True).data)
+
+

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.db.models import Q
+
+from accounts.models import Organization
+
+MAX_STEPS_LIMIT = 100
+TIMEOUT_LIMIT_SECONDS = 3600
+
+
+class Agent(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="agents")
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True, default="")
+    system_prompt = models.TextField()
+    model = models.CharField(max_length=100)
+    tools = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    max_steps = models.PositiveIntegerField(default=10)
+    timeout_seconds = models.PositiveIntegerField(default=300)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="agents_created"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["organization", "-created_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(max_steps__gte=1, max_steps__lte=MAX_STEPS_LIMIT), name="agent_max_steps_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(timeout_seconds__gte=5, timeout_seconds__lte=TIMEOUT_LIMIT_SECONDS),
+                name="agent_timeout_range",
+            ),
+            models.CheckConstraint(condition=~Q(system_prompt=""), name="agent_system_prompt_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def snapshot(self) -> dict:
+        """The configuration a run freezes at start, so later edits never change a run's meaning."""
+        return {
+            "agent_id": str(self.id),
+            "name": self.name,
+            "system_prompt": self.system_prompt,
+            "model": self.model,
+            "tools": list(self.tools),
+            "max_steps": self.max_steps,
+            "timeout_seconds": self.timeout_seconds,
+        }
+
+
+class Run(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+        TIMED_OUT = "timed_out", "Timed out"
+
+    class StopReason(models.TextChoices):
+        FINAL_ANSWER = "final_answer", "Final answer"
+        MAX_STEPS = "max_steps", "Max steps reached"
+        TIMEOUT = "timeout", "Timeout"
+        CANCELLED = "cancelled", "Cancelled"
+        MODEL_ERROR = "model_error", "Model error"
+        INTERNAL_ERROR = "internal_error", "Internal error"
+
+    TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.TIMED_OUT})
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="runs")
+    agent = models.ForeignKey(Agent, on_delete=models.SET_NULL, null=True, related_name="runs")
+    parent = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children")
+    config = models.JSONField(help_text="Frozen copy of the agent's configuration at start.")
+    goal = models.TextField()
+    context = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    stop_reason = models.CharField(max_length=20, choices=StopReason.choices, blank=True, default="")
+    answer = models.TextField(blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    steps = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    last_seq = models.PositiveIntegerField(default=0, help_text="Sequence number of the newest event.")
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="runs_started"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"]),
+            models.Index(fields=["organization", "status", "-created_at"]),
+            models.Index(fields=["agent", "-created_at"]),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(status__in=["succeeded", "failed", "cancelled", "timed_out"]) | ~Q(stop_reason=""),
+                name="run_finished_has_stop_reason",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.TERMINAL
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+    @property
+    def model_label(self) -> str:
+        return self.config.get("model", "") if self.config else ""
+
+
+class RunEvent(models.Model):
+    class Type(models.TextChoices):
+        STATUS = "status", "Status"
+        THOUGHT = "thought", "Thought"
+        TOOL_START = "tool_start", "Tool call"
+        TOOL_END = "tool_end", "Tool result"
+        FINAL_ANSWER = "final_answer", "Final answer"
+        ERROR = "error", "Error"
+
+    id = models.BigAutoField(primary_key=True)
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    type = models.CharField(max_length=20, choices=Type.choices)
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="runevent_unique_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}#{self.seq} {self.type}"
+
+    def as_dict(self) -> dict:
+        return {"seq": self.seq, "type": self.type, "data": self.data, "created_at": self.created_at.isoformat()}

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from agents.llm import registry as model_registry
+from agents.models import MAX_STEPS_LIMIT, TIMEOUT_LIMIT_SECONDS, Agent, Run, RunEvent
+from integrations import tools as tool_registry
+
+
+class AgentSerializer(serializers.ModelSerializer):
+    name = serializers.CharField(max_length=120, allow_blank=False, trim_whitespace=True)
+    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+    system_prompt = serializers.CharField(allow_blank=False, trim_whitespace=True, max_length=100_000)
+    model = serializers.CharField(required=False, max_length=100)
+    model_label = serializers.SerializerMethodField()
+    tools = serializers.ListField(child=serializers.CharField(max_length=100), required=False, default=list,
+                                  max_length=50)
+    max_steps = serializers.IntegerField(required=False, default=10, min_value=1, max_value=MAX_STEPS_LIMIT)
+    timeout_seconds = serializers.IntegerField(required=False, default=300, min_value=5,
+                                               max_value=TIMEOUT_LIMIT_SECONDS)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Agent
+        fields = [
+            "id", "name", "description", "system_prompt", "model", "model_label", "tools", "max_steps",
+            "timeout_seconds", "created_by", "created_at", "updated_at",
+        ]
+        read_only_fields = ["id", "created_by", "created_at", "updated_at"]
+
+    @extend_schema_field(serializers.CharField())
+    def get_model_label(self, agent: Agent) -> str:
+        return model_registry.model_label(agent.model)
+
+    def validate_model(self, value: str) -> str:
+        if not model_registry.is_available(value):
+            known = ", ".join(m.id for m in model_registry.available_models())
+            raise serializers.ValidationError(f"Model {value!r} is not available. Available: {known}.")
+        return value
+
+    def validate_tools(self, value: list[str]) -> list[str]:
+        known = tool_registry.names()
+        unknown = [name for name in value if name not in known]
+        if unknown:
+            raise serializers.ValidationError(
+                f"Unknown tool(s): {', '.join(sorted(set(unknown)))}. Known tools: {', '.join(sorted(known))}."
+            )
+        if len(set(value)) != len(value):
+            raise serializers.ValidationError("Each tool may be listed once.")
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        if self.instance is None and not attrs.get("model"):
+            attrs["model"] = settings.DEFAULT_MODEL
+        return attrs
+
+
+class RunCreateSerializer(serializers.Serializer):
+    goal = serializers.CharField(allow_blank=False, trim_whitespace=True, max_length=20_000)
+    context = serializers.JSONField(required=False, allow_null=True, default=None)
+
+    def validate_context(self, value):
+        if value is not None and not isinstance(value, dict):
+            raise serializers.ValidationError("Context must be a JSON object.")
+        return value
+
+
+class UsageSerializer(serializers.Serializer):
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cost_usd = serializers.DecimalField(max_digits=12, decimal_places=6, coerce_to_string=False)
+
+
+class RunSerializer(serializers.ModelSerializer):
+    agent_name = serializers.SerializerMethodField()
+    model = serializers.SerializerMethodField()
+    usage = serializers.SerializerMethodField()
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Run
+        fields = [
+            "id", "agent", "agent_name", "parent", "goal", "context", "status", "answer", "stop_reason", "error",
+            "steps", "model", "usage", "last_seq", "created_by", "created_at", "started_at", "finished_at",
+            "duration_seconds",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.CharField())
+    def get_agent_name(self, run: Run) -> str:
+        return run.config.get("name", "")
+
+    @extend_schema_field(serializers.CharField())
+    def get_model(self, run: Run) -> str:
+        return run.config.get("model", "")
+
+    @extend_schema_field(UsageSerializer)
+    def get_usage(self, run: Run) -> dict:
+        return {"input_tokens": run.input_tokens, "output_tokens": run.output_tokens, "cost_usd": run.cost_usd}
+
+
+class RunEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RunEvent
+        fields = ["seq", "type", "data", "created_at"]
+
+
+class ModelInfoSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    provider = serializers.CharField()
+    label = serializers.CharField()
+
+
+class ToolInfoSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    input_schema = serializers.JSONField()
+    side_effect = serializers.ChoiceField(choices=["read", "write"])
+    timeout_seconds = serializers.FloatField()

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from celery import shared_task
+
+from agents import loop
+
+
+@shared_task(name="agents.execute_run", ignore_result=True)
+def execute_run(run_id: str) -> None:
+    loop.execute_run(run_id)

@@ -1,0 +1,239 @@
+"""Agentry settings. Everything that varies comes from the environment (see README)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
+
+from config.env import ConfigError, env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+
+
+def _secret_key() -> str:
+    key = env_str("DJANGO_SECRET_KEY")
+    if key:
+        return key
+    # Embedded/dev default: a random key kept under var/ so sessions survive a restart.
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "drf_spectacular",
+    "channels",
+    "django_celery_beat",
+    "allauth",
+    "allauth.account",
+    "config",
+    "accounts",
+    "agents",
+    "integrations",
+]
+
+MIDDLEWARE = [
+    "config.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "config.context_processors.agentry",
+            ],
+        },
+    },
+]
+
+# --------------------------------------------------------------------------- Database and Redis
+# Unset → the embedded servers under var/ (config/embedded.py). Set → yours.
+
+
+def _database_from_url(url: str) -> dict:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("postgres", "postgresql"):
+        raise ConfigError(f"DATABASE_URL must be a postgres:// URL, got scheme {parsed.scheme!r}")
+    query = parse_qs(parsed.query)
+    host = query.pop("host", [parsed.hostname or ""])[0]
+    options: dict = {k: v[0] for k, v in query.items()}
+    pool_max = env_int("AGENTRY_DB_POOL_MAX", 20, minimum=0, maximum=1000)
+    if pool_max:
+        # Worker threads hand their connection back before every model call, so a small
+        # pool serves many waiting runs.
+        options["pool"] = {"min_size": 0, "max_size": pool_max, "timeout": 60}
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": env_str("AGENTRY_DB_NAME") or unquote(parsed.path.lstrip("/")) or "agentry",
+        "USER": unquote(parsed.username or ""),
+        "PASSWORD": unquote(parsed.password or ""),
+        "HOST": host,
+        "PORT": str(parsed.port or ""),
+        "OPTIONS": options,
+        "CONN_MAX_AGE": 0,
+        "TEST": {"NAME": env_str("AGENTRY_TEST_DB_NAME", "test_agentry")},
+    }
+
+
+DATABASE_URL = env_str("DATABASE_URL")
+REDIS_URL = env_str("REDIS_URL")
+EMBEDDED_SERVICES = not DATABASE_URL or not REDIS_URL
+if not DATABASE_URL:
+    from config import embedded
+
+    DATABASE_URL = embedded.postgres_url()
+if not REDIS_URL:
+    from config import embedded
+
+    REDIS_URL = embedded.redis_url()
+
+DATABASES = {"default": _database_from_url(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Tests use their own Redis database and channel prefix so a running dev instance never sees them.
+_redis_db = env_str("AGENTRY_REDIS_DB")
+if _redis_db is not None:
+    if not _redis_db.isdigit() or int(_redis_db) > 15:
+        raise ConfigError(f"AGENTRY_REDIS_DB must be 0-15, got {_redis_db!r}")
+    REDIS_URL = urlparse(REDIS_URL)._replace(path=f"/{_redis_db}").geturl()
+CHANNEL_PREFIX = env_str("AGENTRY_CHANNEL_PREFIX", "agentry")
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_PREFIX},
+    }
+}
+
+# --------------------------------------------------------------------------- Celery
+CELERY_BROKER_URL = REDIS_URL
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = env_str("AGENTRY_QUEUE", "agentry")
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TIMEZONE = "UTC"
+
+# --------------------------------------------------------------------------- Auth
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "/"
+ACCOUNT_LOGIN_METHODS = {"username"}
+ACCOUNT_SIGNUP_FIELDS = ["username*", "email", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = "none"
+ACCOUNT_LOGOUT_ON_GET = False
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+# --------------------------------------------------------------------------- API
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "config.pagination.Pagination",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
+    "DEFAULT_FILTER_BACKENDS": [],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Agentry API",
+    "DESCRIPTION": "Build, run and audit tool-using AI agents.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.schema.strip_trailing_slashes",
+    ],
+}
+
+# --------------------------------------------------------------------------- Models and tools
+ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
+ANTHROPIC_MODELS = env_list("AGENTRY_ANTHROPIC_MODELS", ["claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-4-5"])
+ANTHROPIC_MAX_RETRIES = env_int("AGENTRY_ANTHROPIC_MAX_RETRIES", 4, minimum=0, maximum=10)
+ANTHROPIC_MAX_TOKENS = env_int("AGENTRY_ANTHROPIC_MAX_TOKENS", 4096, minimum=1)
+DEFAULT_MODEL = env_str("AGENTRY_DEFAULT_MODEL") or (ANTHROPIC_MODELS[0] if ANTHROPIC_API_KEY else "demo")
+# web_fetch refuses private and loopback addresses unless listed here (host names or CIDRs).
+WEB_FETCH_ALLOWED_HOSTS = env_list("AGENTRY_WEB_FETCH_ALLOWED_HOSTS", [])
+WEB_FETCH_MAX_BYTES = env_int("AGENTRY_WEB_FETCH_MAX_BYTES", 2_000_000, minimum=1024)
+RUN_DEFAULT_TIMEOUT = env_int("AGENTRY_RUN_DEFAULT_TIMEOUT", 300, minimum=5)
+# Dotted callables run at start-up that register extra model providers (scripted models for tests
+# and benchmarks) through the normal provider boundary.
+MODEL_PLUGINS = env_list("AGENTRY_MODEL_PLUGINS", [])
+EVENT_PUBLISH_TIMEOUT = env_float("AGENTRY_EVENT_PUBLISH_TIMEOUT", 5.0, minimum=0.1)
+
+# --------------------------------------------------------------------------- Misc
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+# WhiteNoise serves static files from the ASGI app itself; with finders on, no collectstatic is
+# needed for `make run`. Production runs `collectstatic` and may turn finders off.
+WHITENOISE_USE_FINDERS = env_bool("AGENTRY_STATIC_FINDERS", True)
+WHITENOISE_AUTOREFRESH = DEBUG
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("AGENTRY_LOG_LEVEL", "INFO")},
+    "loggers": {
+        "httpx": {"level": "WARNING"},
+        "django.channels.server": {"level": "WARNING"},
+        "pgserver": {"level": "WARNING"},
+    },
+}

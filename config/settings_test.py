@@ -1,0 +1,23 @@
+"""Settings for the test suite: the same real services, isolated from a running dev instance."""
+
+from __future__ import annotations
+
+import os
+
+# Own Redis database, channel prefix and Celery queue, so `make run` and `make test` can share
+# the embedded servers without seeing each other's messages.
+os.environ.setdefault("AGENTRY_REDIS_DB", "1")
+os.environ.setdefault("AGENTRY_CHANNEL_PREFIX", "agentry-test")
+os.environ.setdefault("AGENTRY_QUEUE", "agentry-test")
+os.environ.setdefault("AGENTRY_MODEL_PLUGINS", "tests.fakes.scripted.register")
+# A developer's real key must never reach the tests; tests that want Claude point the real SDK
+# at the loopback fake server through these two variables.
+os.environ["ANTHROPIC_API_KEY"] = os.environ.get("AGENTRY_TEST_ANTHROPIC_API_KEY", "")
+if os.environ.get("AGENTRY_TEST_ANTHROPIC_BASE_URL"):
+    os.environ["ANTHROPIC_BASE_URL"] = os.environ["AGENTRY_TEST_ANTHROPIC_BASE_URL"]
+else:
+    os.environ.pop("ANTHROPIC_BASE_URL", None)
+
+from config.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast fixture users

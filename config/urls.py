@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from accounts.api import TokenView
+from agents.api import AgentViewSet, ModelListView, RunViewSet
+from config import health
+from integrations.api import ToolListView
+
+router = SimpleRouter()
+router.trailing_slash = "/?"  # documented paths have no slash; accept both rather than redirect POSTs
+router.register("agents", AgentViewSet, basename="agent")
+router.register("runs", RunViewSet, basename="run")
+
+api_patterns = [
+    path("auth/token", TokenView.as_view(), name="api-token"),
+    path("models", ModelListView.as_view(), name="api-models"),
+    path("tools", ToolListView.as_view(), name="api-tools"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    *router.urls,
+]
+
+urlpatterns = [
+    path("healthz", health.healthz),
+    path("readyz", health.readyz),
+    path("api/", include(api_patterns)),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("allauth.urls")),
+    path("", include("agents.urls")),
+]
+
+handler404 = "config.errors.handler404"
+handler500 = "config.errors.handler500"

@@ -1,0 +1,71 @@
+"""Fixtures shared by every app's tests: users in two organizations and authenticated API clients."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from accounts import services as account_services
+from accounts.models import Membership
+
+pytest_plugins = ["tests.live"]
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def organization(db):
+    return account_services.organization_create(name="Acme", slug="acme")
+
+
+@pytest.fixture
+def other_organization(db):
+    return account_services.organization_create(name="Globex", slug="globex")
+
+
+def _user(username: str):
+    return get_user_model().objects.create_user(username=username, email=f"{username}@example.com", password=PASSWORD)
+
+
+@pytest.fixture
+def owner(organization):
+    user = _user("olivia")
+    account_services.membership_add(organization=organization, user=user, role=Membership.Role.OWNER)
+    return user
+
+
+@pytest.fixture
+def member(organization):
+    user = _user("max")
+    account_services.membership_add(organization=organization, user=user, role=Membership.Role.MEMBER)
+    return user
+
+
+@pytest.fixture
+def outsider(other_organization):
+    user = _user("oscar")
+    account_services.membership_add(organization=other_organization, user=user, role=Membership.Role.OWNER)
+    return user
+
+
+def client_for(user, organization) -> APIClient:
+    _, raw = account_services.api_token_create(user=user, organization=organization)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client
+
+
+@pytest.fixture
+def owner_api(owner, organization) -> APIClient:
+    return client_for(owner, organization)
+
+
+@pytest.fixture
+def member_api(member, organization) -> APIClient:
+    return client_for(member, organization)
+
+
+@pytest.fixture
+def outsider_api(outsider, other_organization) -> APIClient:
+    return client_for(outsider, other_organization)
