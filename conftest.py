@@ -69,3 +69,19 @@ def member_api(member, organization) -> APIClient:
 @pytest.fixture
 def outsider_api(outsider, other_organization) -> APIClient:
     return client_for(outsider, other_organization)
+
+
+@pytest.fixture(autouse=True)
+def _no_server_errors():
+    """Any request that raises inside a view fails the test: the API never answers 500."""
+    from django.core.signals import got_request_exception
+
+    failures: list[str] = []
+
+    def record(sender, request=None, **kwargs):
+        failures.append(getattr(request, "path", "?"))
+
+    got_request_exception.connect(record)
+    yield
+    got_request_exception.disconnect(record)
+    assert not failures, f"server error (500) while handling {failures}"

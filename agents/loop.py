@@ -5,6 +5,10 @@ every model call and every tool call, and persists one event row per thought, to
 result and final answer. Mistakes the model makes (unknown tool, bad arguments, a tool that
 failed) become observations it sees; provider failures fail the run with the provider's message;
 our own bugs fail the run as `internal_error` and re-raise so they show in the worker log.
+
+Writes on the hot path are batched: a model response is stored together with its first tool
+call (thought + tool_start, one commit), and each write reports whether a cancel was requested,
+so a tool step costs two commits and no extra reads.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from agents import events, services
-from agents.llm import ChatMessage, ModelError, ModelResponse, Provider, ToolSpec, get_provider
+from agents.llm import ChatMessage, ModelError, ModelResponse, Provider, ToolCall, ToolSpec, get_provider
 from agents.models import Run, RunEvent
 from integrations import tools as tool_registry
 
@@ -27,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 Status = Run.Status
 StopReason = Run.StopReason
+Type = RunEvent.Type
 
 
 class _Stop(Exception):
@@ -45,6 +50,7 @@ class _Context:
     provider: Provider
     tool_specs: list[ToolSpec]
     deadline: datetime
+    cancel_requested: bool = False
 
     @property
     def config(self) -> dict:
@@ -52,6 +58,10 @@ class _Context:
 
     def remaining(self) -> float:
         return (self.deadline - timezone.now()).total_seconds()
+
+    def write(self, items: list[tuple[str, dict]], **kwargs) -> None:
+        recorded = events.record_many(run_id=self.run.id, items=items, **kwargs)
+        self.cancel_requested = recorded.cancel_requested
 
 
 def execute_run(run_id) -> None:
@@ -65,14 +75,17 @@ def execute_run(run_id) -> None:
         answer = _loop(ctx, _initial_messages(run))
     except _Stop as stop:
         _finish(run, stop.status, stop.reason, error=stop.message)
+    except LookupError:
+        # The run's row is gone (its organization or agent was deleted mid-run): nothing to finish.
+        logger.warning("run %s was deleted while it ran", run_id)
     except ModelError as exc:
-        events.record(run_id=run.id, type=RunEvent.Type.ERROR, data={"message": str(exc), "source": "model"})
+        events.record(run_id=run.id, type=Type.ERROR, data={"message": str(exc), "source": "model"})
         _finish(run, Status.FAILED, StopReason.MODEL_ERROR, error=str(exc))
     except Exception as exc:
         logger.exception("run %s crashed", run_id)
         close_old_connections()
         message = f"Internal error: {type(exc).__name__}: {exc}"
-        events.record(run_id=run.id, type=RunEvent.Type.ERROR, data={"message": message, "source": "internal"})
+        events.record(run_id=run.id, type=Type.ERROR, data={"message": message, "source": "internal"})
         _finish(run, Status.FAILED, StopReason.INTERNAL_ERROR, error=message)
         raise
     else:
@@ -91,6 +104,7 @@ def _prepare(run: Run) -> _Context:
         provider=get_provider(config["model"]),
         tool_specs=specs,
         deadline=run.started_at + timedelta(seconds=config["timeout_seconds"]),
+        cancel_requested=run.cancel_requested_at is not None,
     )
 
 
@@ -102,9 +116,10 @@ def _initial_messages(run: Run) -> list[ChatMessage]:
 
 
 def _checkpoint(ctx: _Context) -> None:
-    """Before every model call and tool call: has someone cancelled, or has time run out?"""
-    cancelled = Run.objects.filter(id=ctx.run.id, cancel_requested_at__isnull=False).exists()
-    if cancelled:
+    """Before every model call and tool call: has someone cancelled, or has time run out?
+
+    The cancel flag comes back from the run's latest write, which precedes every checkpoint."""
+    if ctx.cancel_requested:
         raise _Stop(Status.CANCELLED, StopReason.CANCELLED, "Cancelled by request.")
     if ctx.remaining() <= 0:
         raise _Stop(
@@ -116,14 +131,17 @@ def _loop(ctx: _Context, messages: list[ChatMessage]) -> str:
     max_steps = ctx.config["max_steps"]
     for step in range(1, max_steps + 1):
         _checkpoint(ctx)
-        response = _think(ctx, messages, step)
+        response, thought = _think(ctx, messages, step)
         if not response.tool_calls:
-            events.record(
-                run_id=ctx.run.id, type=RunEvent.Type.FINAL_ANSWER, data={"content": response.text, "step": step}
-            )
+            ctx.write([thought, (Type.FINAL_ANSWER, {"content": response.text, "step": step})], **_usage(response))
             return response.text
         messages.append(ChatMessage.assistant(response.text, response.tool_calls))
-        for call in response.tool_calls:
+        for index, call in enumerate(response.tool_calls):
+            if index == 0:
+                # The thought and the first call it asks for are stored together, before the call runs.
+                ctx.write([thought, _tool_start(call, step)], **_usage(response))
+            else:
+                ctx.write([_tool_start(call, step)])
             _checkpoint(ctx)
             messages.append(_act(ctx, call, step))
     raise _Stop(Status.FAILED, StopReason.MAX_STEPS, f"Stopped after {max_steps} steps without a final answer.")
@@ -137,7 +155,15 @@ def _release_connection() -> None:
         connection.close()
 
 
-def _think(ctx: _Context, messages: list[ChatMessage], step: int) -> ModelResponse:
+def _usage(response: ModelResponse) -> dict:
+    usage = response.usage
+    return {
+        "usage": events.Usage(usage.input_tokens, usage.output_tokens, usage.cost_usd),
+        "step": True,
+    }
+
+
+def _think(ctx: _Context, messages: list[ChatMessage], step: int) -> tuple[ModelResponse, tuple[str, dict]]:
     _release_connection()
     started = time.monotonic()
     try:
@@ -154,21 +180,13 @@ def _think(ctx: _Context, messages: list[ChatMessage], step: int) -> ModelRespon
                 Status.TIMED_OUT, StopReason.TIMEOUT, f"Run exceeded its {ctx.config['timeout_seconds']} s deadline."
             ) from None
         raise
-    duration_ms = int((time.monotonic() - started) * 1000)
     usage = response.usage
-    services.run_add_usage(
-        run_id=ctx.run.id,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cost_usd=usage.cost_usd,
-    )
-    events.record(
-        run_id=ctx.run.id,
-        type=RunEvent.Type.THOUGHT,
-        data={
+    thought = (
+        Type.THOUGHT,
+        {
             "content": response.text,
             "step": step,
-            "duration_ms": duration_ms,
+            "duration_ms": int((time.monotonic() - started) * 1000),
             "usage": {
                 "input_tokens": usage.input_tokens,
                 "output_tokens": usage.output_tokens,
@@ -176,15 +194,14 @@ def _think(ctx: _Context, messages: list[ChatMessage], step: int) -> ModelRespon
             },
         },
     )
-    return response
+    return response, thought
 
 
-def _act(ctx: _Context, call, step: int) -> ChatMessage:
-    events.record(
-        run_id=ctx.run.id,
-        type=RunEvent.Type.TOOL_START,
-        data={"tool": call.name, "call_id": call.id, "arguments": call.arguments, "step": step},
-    )
+def _tool_start(call: ToolCall, step: int) -> tuple[str, dict]:
+    return Type.TOOL_START, {"tool": call.name, "call_id": call.id, "arguments": call.arguments, "step": step}
+
+
+def _act(ctx: _Context, call: ToolCall, step: int) -> ChatMessage:
     _release_connection()  # tools may wait on the network too
     if call.name not in ctx.config["tools"]:
         result = tool_registry.ToolResult(
@@ -195,17 +212,20 @@ def _act(ctx: _Context, call, step: int) -> ChatMessage:
         )
     else:
         result = tool_registry.invoke(call.name, call.arguments, timeout=ctx.remaining())
-    events.record(
-        run_id=ctx.run.id,
-        type=RunEvent.Type.TOOL_END,
-        data={
-            "tool": call.name,
-            "call_id": call.id,
-            "output": result.output,
-            "is_error": result.is_error,
-            "duration_ms": result.duration_ms,
-            "step": step,
-        },
+    ctx.write(
+        [
+            (
+                Type.TOOL_END,
+                {
+                    "tool": call.name,
+                    "call_id": call.id,
+                    "output": result.output,
+                    "is_error": result.is_error,
+                    "duration_ms": result.duration_ms,
+                    "step": step,
+                },
+            )
+        ]
     )
     return ChatMessage.tool(call=call, content=result.output, is_error=result.is_error)
 

@@ -10,7 +10,7 @@ from django.db.models import Q
 
 from accounts.models import Organization
 
-MAX_STEPS_LIMIT = 100
+MAX_STEPS_LIMIT = 200
 TIMEOUT_LIMIT_SECONDS = 3600
 
 
@@ -25,7 +25,7 @@ class Agent(models.Model):
     max_steps = models.PositiveIntegerField(default=10)
     timeout_seconds = models.PositiveIntegerField(default=300)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="agents_created"
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="agents_created"
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -97,7 +97,7 @@ class Run(models.Model):
     last_seq = models.PositiveIntegerField(default=0, help_text="Sequence number of the newest event.")
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="runs_started"
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs_started"
     )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -129,10 +129,6 @@ class Run(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
-
-    @property
-    def model_label(self) -> str:
-        return self.config.get("model", "") if self.config else ""
 
 
 class RunEvent(models.Model):

@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-from config.env import ConfigError, env_bool, env_float, env_int, env_list, env_str
+from config.env import ConfigError, env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -162,6 +162,8 @@ AUTHENTICATION_BACKENDS = [
 LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "/"
 ACCOUNT_LOGIN_METHODS = {"username"}
+# Accounts are created by an organization's admins until self-service sign-up and SSO arrive.
+ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
 ACCOUNT_SIGNUP_FIELDS = ["username*", "email", "password1*", "password2*"]
 ACCOUNT_EMAIL_VERIFICATION = "none"
 ACCOUNT_LOGOUT_ON_GET = False
@@ -208,7 +210,6 @@ RUN_DEFAULT_TIMEOUT = env_int("AGENTRY_RUN_DEFAULT_TIMEOUT", 300, minimum=5)
 # Dotted callables run at start-up that register extra model providers (scripted models for tests
 # and benchmarks) through the normal provider boundary.
 MODEL_PLUGINS = env_list("AGENTRY_MODEL_PLUGINS", [])
-EVENT_PUBLISH_TIMEOUT = env_float("AGENTRY_EVENT_PUBLISH_TIMEOUT", 5.0, minimum=0.1)
 
 # --------------------------------------------------------------------------- Misc
 LANGUAGE_CODE = "en-us"
@@ -218,6 +219,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every request without it
 # WhiteNoise serves static files from the ASGI app itself; with finders on, no collectstatic is
 # needed for `make run`. Production runs `collectstatic` and may turn finders off.
 WHITENOISE_USE_FINDERS = env_bool("AGENTRY_STATIC_FINDERS", True)

@@ -6,9 +6,12 @@ import os
 
 # Own Redis database, channel prefix and Celery queue, so `make run` and `make test` can share
 # the embedded servers without seeing each other's messages.
+# Two suites at once on one machine (AGENTRY_TEST_DB_NAME differing) also get their own queue
+# and channel prefix, so neither's worker takes the other's runs.
+_test_db = os.environ.setdefault("AGENTRY_TEST_DB_NAME", "test_agentry")
 os.environ.setdefault("AGENTRY_REDIS_DB", "1")
-os.environ.setdefault("AGENTRY_CHANNEL_PREFIX", "agentry-test")
-os.environ.setdefault("AGENTRY_QUEUE", "agentry-test")
+os.environ.setdefault("AGENTRY_CHANNEL_PREFIX", f"agentry-{_test_db}")
+os.environ.setdefault("AGENTRY_QUEUE", f"agentry-{_test_db}")
 os.environ.setdefault("AGENTRY_MODEL_PLUGINS", "tests.fakes.scripted.register")
 # A developer's real key must never reach the tests; tests that want Claude point the real SDK
 # at the loopback fake server through these two variables.

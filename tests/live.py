@@ -124,9 +124,13 @@ def live_stack(django_db_setup, django_db_blocker, fake_anthropic) -> Iterator[L
     stack = LiveStack(
         url=url, ws_url=f"ws://127.0.0.1:{port}", anthropic=fake_anthropic, env=env, worker=worker, web=web, logs=logs
     )
+    web_log.flush()
+    started_at = (logs / "web.log").stat().st_size
     yield stack
     _stop(worker)
     _stop(web)
+    served = (logs / "web.log").read_text(errors="replace")[started_at:]
+    assert "Internal Server Error" not in served, f"the web process answered a 500; see {logs / 'web.log'}"
 
 
 @pytest.fixture

@@ -297,7 +297,8 @@ def test_shared_builds_a_new_client_when_the_configuration_changes(configure, se
         ("claude-3-5-haiku-latest", Decimal("4.80")),
         ("claude-sonnet-4-0", Decimal("18")),
         ("claude-opus-4-5", Decimal("30")),
-        ("claude-opus-4-6", Decimal("0")),  # a newer model, not priced as its older namesake
+        ("claude-opus-4-6", Decimal("30")),  # its own price, not its older namesake's
+        ("claude-opus-9-9", Decimal("0")),  # unknown models cost nothing rather than a guess
         ("gpt-4o", Decimal("0")),
         ("claude-sonnet-45", Decimal("0")),
     ],

@@ -162,3 +162,24 @@ def test_a_model_that_is_unavailable_fails_the_run_with_the_reason(make_agent, o
     assert run.stop_reason == Run.StopReason.MODEL_ERROR
     assert "ANTHROPIC_API_KEY" in run.error
     assert _types(run)[-2:] == ["error", "status"]
+
+
+def test_a_run_deleted_while_it_runs_ends_quietly(make_agent, owner):
+    run = services.run_start(agent=make_agent(model="scripted-loop", max_steps=3), goal="x", actor=owner)
+
+    class Deleting:
+        def complete(self, **kwargs):
+            Run.objects.filter(id=run.id).delete()
+            from tests.fakes.scripted import LoopingModel
+
+            return LoopingModel().complete(**kwargs)
+
+    from agents.llm import registry
+
+    original = registry._extra_providers["scripted-loop"]
+    registry._extra_providers["scripted-loop"] = (original[0], Deleting())
+    try:
+        loop.execute_run(run.id)  # must not raise
+    finally:
+        registry._extra_providers["scripted-loop"] = original
+    assert not Run.objects.filter(id=run.id).exists()
