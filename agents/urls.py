@@ -1,8 +1,21 @@
 from __future__ import annotations
 
 from django.urls import path
-from django.views.generic import RedirectView
+
+from agents import views
+
+app_name = "agents"
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("", views.home, name="home"),
+    path("agents/", views.agent_list, name="agent-list"),
+    path("agents/new", views.agent_create, name="agent-create"),
+    path("agents/<uuid:agent_id>/", views.agent_detail, name="agent-detail"),
+    path("agents/<uuid:agent_id>/edit", views.agent_edit, name="agent-edit"),
+    path("agents/<uuid:agent_id>/delete", views.agent_delete, name="agent-delete"),
+    path("agents/<uuid:agent_id>/run", views.agent_run, name="agent-run"),
+    path("runs/", views.run_list, name="run-list"),
+    path("runs/<uuid:run_id>/", views.run_detail, name="run-detail"),
+    path("runs/<uuid:run_id>/summary", views.run_summary, name="run-summary"),
+    path("runs/<uuid:run_id>/cancel", views.run_cancel, name="run-cancel"),
 ]
