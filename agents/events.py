@@ -33,8 +33,8 @@ WITH bumped AS (
            input_tokens = input_tokens + %s,
            output_tokens = output_tokens + %s,
            cost_usd = cost_usd + %s,
-           steps = steps + %s
-     WHERE id = %s
+           steps = steps + %s{sets}
+     WHERE id = %s{guard}
  RETURNING last_seq, cancel_requested_at IS NOT NULL AS cancel_requested
 ), inserted AS (
     INSERT INTO agents_runevent (run_id, seq, type, data, created_at)
@@ -63,31 +63,53 @@ def group_name(run_id) -> str:
     return f"run.{run_id}"
 
 
+# Run columns a write may set along with its events (status transitions).
+_SETTABLE = ("status", "stop_reason", "answer", "error", "started_at", "finished_at")
+
+
 def record_many(
-    *, run_id, items: list[tuple[str, dict[str, Any]]], usage: Usage | None = None, step: bool = False
-) -> Recorded:
+    *,
+    run_id,
+    items: list[tuple[str, dict[str, Any]]],
+    usage: Usage | None = None,
+    step: bool = False,
+    set_fields: dict[str, Any] | None = None,
+    only_from: tuple[str, ...] | None = None,
+) -> Recorded | None:
     """Persist events (in order, one statement, one commit) and publish them after commit.
 
-    `usage` is added to the run's totals and `step` counts one model call, in the same statement.
+    `usage` is added to the run's totals, `step` counts one model call and `set_fields` updates
+    the run's own columns, all in the same statement. With `only_from`, nothing is written unless
+    the run's status is one of those, and None is returned: that is how a transition loses a race.
     """
     if not items:
         raise ValueError("record_many needs at least one event")
     usage = usage or Usage()
+    set_fields = set_fields or {}
+    unknown = set(set_fields) - set(_SETTABLE)
+    if unknown:
+        raise ValueError(f"record_many cannot set {sorted(unknown)}")
     created_at = timezone.now()
     payloads = [json.dumps(data, cls=DjangoJSONEncoder) for _, data in items]
     values = ", ".join(["(%s::int, %s::text, %s::text)"] * len(items))
-    params: list[Any] = [
-        len(items), usage.input_tokens, usage.output_tokens, usage.cost_usd, int(step), run_id,
-        run_id, len(items), created_at,
-    ]
+    sets = "".join(f",\n           {name} = %s" for name in set_fields)
+    guard = " AND status = ANY(%s)" if only_from is not None else ""
+    params: list[Any] = [len(items), usage.input_tokens, usage.output_tokens, usage.cost_usd, int(step)]
+    params += list(set_fields.values())
+    params.append(run_id)
+    if only_from is not None:
+        params.append(list(only_from))
+    params += [run_id, len(items), created_at]
     for ordinal, ((type_, _), payload) in enumerate(zip(items, payloads, strict=True), start=1):
         params += [ordinal, type_, payload]
     # One statement is its own transaction in autocommit mode: one round trip, no BEGIN/COMMIT.
     # Inside a caller's atomic block it simply joins that transaction.
     with connection.cursor() as cursor:
-        cursor.execute(_INSERT.format(values=values), params)
+        cursor.execute(_INSERT.format(values=values, sets=sets, guard=guard), params)
         rows = cursor.fetchall()
     if not rows:
+        if only_from is not None:
+            return None
         raise LookupError(f"run {run_id} does not exist")
     events = [
         RunEvent(id=row_id, run_id=run_id, seq=seq, type=type_, data=data, created_at=created_at)
@@ -106,7 +128,9 @@ def record_many(
 
 def record(*, run_id, type: str, data: dict[str, Any]) -> RunEvent:
     """Persist one event and publish it once the surrounding transaction commits."""
-    return record_many(run_id=run_id, items=[(type, data)]).events[0]
+    recorded = record_many(run_id=run_id, items=[(type, data)])
+    assert recorded is not None  # no guard, so a missing run raised instead
+    return recorded.events[0]
 
 
 class _Publisher:

@@ -202,7 +202,9 @@ def _tool_start(call: ToolCall, step: int) -> tuple[str, dict]:
 
 
 def _act(ctx: _Context, call: ToolCall, step: int) -> ChatMessage:
-    _release_connection()  # tools may wait on the network too
+    tool = tool_registry.get(call.name)
+    if tool is None or tool.io_bound:
+        _release_connection()
     if call.name not in ctx.config["tools"]:
         result = tool_registry.ToolResult(
             output=f"Error: tool {call.name!r} is not available to this agent. "

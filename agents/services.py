@@ -106,18 +106,20 @@ def run_transition(
         fields.setdefault("started_at", now)
     if to in Run.TERMINAL:
         fields.setdefault("finished_at", now)
-    with transaction.atomic():
-        changed = Run.objects.filter(id=run_id, status__in=allowed_from).update(status=to, **fields)
-        if not changed:
-            return False
-        data = {"status": to}
-        if fields.get("stop_reason"):
-            data["stop_reason"] = fields["stop_reason"]
-        if fields.get("error"):
-            data["error"] = fields["error"]
-        data.update(event_data or {})
-        events.record(run_id=run_id, type=RunEvent.Type.STATUS, data=data)
-    return True
+    data = {"status": to}
+    if fields.get("stop_reason"):
+        data["stop_reason"] = fields["stop_reason"]
+    if fields.get("error"):
+        data["error"] = fields["error"]
+    data.update(event_data or {})
+    # One statement: the status changes and its event is stored only if the guard holds.
+    recorded = events.record_many(
+        run_id=run_id,
+        items=[(RunEvent.Type.STATUS, data)],
+        set_fields={"status": to, **fields},
+        only_from=tuple(allowed_from),
+    )
+    return recorded is not None
 
 
 def run_cancel(*, run: Run, actor: AbstractBaseUser | None) -> Run:
@@ -135,6 +137,7 @@ def run_cancel(*, run: Run, actor: AbstractBaseUser | None) -> Run:
 
 
 def run_add_usage(*, run_id, input_tokens: int, output_tokens: int, cost_usd) -> None:
+    """Add one model call's usage to a run's totals (the loop does this within its event writes)."""
     Run.objects.filter(id=run_id).update(
         input_tokens=F("input_tokens") + input_tokens,
         output_tokens=F("output_tokens") + output_tokens,

@@ -94,6 +94,12 @@ def _database_from_url(url: str) -> dict:
     query = parse_qs(parsed.query)
     host = query.pop("host", [parsed.hostname or ""])[0]
     options: dict = {k: v[0] for k, v in query.items()}
+    # Bind parameters on the server and prepare repeated statements: the run loop sends the same
+    # few statements thousands of times, and planning them anew each time costs more than running
+    # them. Set AGENTRY_DB_PREPARED_STATEMENTS=0 behind a transaction-mode pooler (pgbouncer).
+    if env_bool("AGENTRY_DB_PREPARED_STATEMENTS", True):
+        options.setdefault("server_side_binding", True)
+        options.setdefault("prepare_threshold", 2)
     pool_max = env_int("AGENTRY_DB_POOL_MAX", 20, minimum=0, maximum=1000)
     if pool_max:
         # Worker threads hand their connection back before every model call, so a small

@@ -34,6 +34,9 @@ class Tool:
     side_effect: SideEffect
     timeout_seconds: float
     func: Callable[..., str]
+    # Waits on the network or disk. The run loop hands its database connection back before
+    # calling such a tool; a pure computation keeps it (handing back costs a pool round trip).
+    io_bound: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +45,7 @@ class Tool:
             "input_schema": self.input_schema,
             "side_effect": self.side_effect.value,
             "timeout_seconds": self.timeout_seconds,
+            "io_bound": self.io_bound,
         }
 
 
@@ -67,7 +71,13 @@ def register(tool: Tool) -> Tool:
 
 
 def tool(
-    *, name: str, description: str, input_schema: dict[str, Any], side_effect: SideEffect, timeout_seconds: float
+    *,
+    name: str,
+    description: str,
+    input_schema: dict[str, Any],
+    side_effect: SideEffect,
+    timeout_seconds: float,
+    io_bound: bool = True,
 ) -> Callable[[Callable[..., str]], Tool]:
     def decorate(func: Callable[..., str]) -> Tool:
         return register(
@@ -78,6 +88,7 @@ def tool(
                 side_effect=side_effect,
                 timeout_seconds=timeout_seconds,
                 func=func,
+                io_bound=io_bound,
             )
         )
 

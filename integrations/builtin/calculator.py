@@ -242,6 +242,7 @@ def evaluate(expression: str) -> str:
     },
     side_effect=SideEffect.READ,
     timeout_seconds=5,
+    io_bound=False,
 )
 def calculator(expression: str) -> str:
     return evaluate(expression)

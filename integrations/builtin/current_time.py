@@ -62,6 +62,7 @@ def describe(moment: dt.datetime, zone_name: str) -> str:
     },
     side_effect=SideEffect.READ,
     timeout_seconds=5,
+    io_bound=False,
 )
 def current_time(timezone: str = "UTC") -> str:
     zone = _zone(timezone)
