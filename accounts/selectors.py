@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import ApiToken, Membership, Organization
@@ -28,9 +29,14 @@ def organization_for(*, user: AbstractBaseUser, organization_id=None) -> Organiz
 def api_token_lookup(*, raw: str) -> ApiToken | None:
     if not raw.startswith(ApiToken.PREFIX):
         return None
+    # The join on memberships makes a token of someone who left the organization worthless.
     token = (
         ApiToken.objects.select_related("user", "organization")
-        .filter(key_hash=ApiToken.hash_key(raw), revoked_at__isnull=True)
+        .filter(
+            key_hash=ApiToken.hash_key(raw),
+            revoked_at__isnull=True,
+            user__memberships__organization_id=F("organization_id"),
+        )
         .first()
     )
     if token is None or not token.user.is_active:
@@ -47,7 +53,7 @@ def organization_for_request(request) -> Organization | None:
     """The organization an API or UI request acts in: the token's, else the session's choice."""
     token = getattr(request, "auth", None)
     if isinstance(token, ApiToken):
-        return organization_for(user=request.user, organization_id=token.organization_id)
+        return token.organization  # api_token_lookup checked the membership in the same query
     session = getattr(request, "session", None)
     chosen = session.get("organization_id") if session is not None else None
     return organization_for(user=request.user, organization_id=chosen) or organization_for(user=request.user)

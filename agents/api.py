@@ -25,6 +25,7 @@ from agents.serializers import (
     RunCreateSerializer,
     RunEventSerializer,
     RunSerializer,
+    UncertainWriteDecisionSerializer,
 )
 from config.errors import Conflict
 
@@ -134,7 +135,8 @@ class AgentViewSet(
             return self.get_paginated_response(RunSerializer(page, many=True).data)
         serializer = RunCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        run = services.run_start(agent=agent, actor=request.user, **serializer.validated_data)
+        goal, context, limits = serializer.split()
+        run = services.run_start(agent=agent, goal=goal, context=context, limits=limits, actor=request.user)
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
@@ -181,7 +183,7 @@ class RunViewSet(OrganizationScoped, mixins.ListModelMixin, mixins.RetrieveModel
             agent_id=agent_id,
             status=status_filter,
             ordering=params.get("ordering", "-created_at"),
-        ).select_related("created_by")
+        ).select_related(None).select_related("created_by")
 
     def get_object(self):
         run = selectors.run_get(organization=self.organization, run_id=self.kwargs["pk"])
@@ -199,14 +201,50 @@ class RunViewSet(OrganizationScoped, mixins.ListModelMixin, mixins.RetrieveModel
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
+    def _steer(self, request, service, **kwargs):
+        run = self.get_object()
+        try:
+            run = service(run=run, actor=request.user, **kwargs)
+        except services.InvalidTransition as exc:
+            raise Conflict(str(exc)) from None
+        return run
+
     @extend_schema(request=None, responses={200: RunSerializer, 409: OpenApiResponse(description="Already finished")})
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
-        run = self.get_object()
-        try:
-            run = services.run_cancel(run=run, actor=request.user)
-        except services.InvalidTransition as exc:
-            raise Conflict(str(exc)) from None
+        return Response(RunSerializer(self._steer(request, services.run_cancel)).data)
+
+    @extend_schema(request=None, responses={200: RunSerializer, 409: OpenApiResponse(description="Not running")},
+                   summary="Pause at the next checkpoint")
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        return Response(RunSerializer(self._steer(request, services.run_pause)).data)
+
+    @extend_schema(request=None, responses={200: RunSerializer, 409: OpenApiResponse(description="Not paused")},
+                   summary="Resume a paused run from its last stored step")
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        return Response(RunSerializer(self._steer(request, services.run_resume)).data)
+
+    @extend_schema(request=None, responses={200: RunSerializer, 409: OpenApiResponse(description="Not failed")},
+                   summary="Retry a failed or timed-out run from its last good step")
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        return Response(RunSerializer(self._steer(request, services.run_retry)).data)
+
+    @extend_schema(request=None, responses={201: RunSerializer}, summary="Start a new run with the same inputs")
+    @action(detail=True, methods=["post"])
+    def rerun(self, request, pk=None):
+        run = services.run_rerun(run=self.get_object(), actor=request.user)
+        return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=UncertainWriteDecisionSerializer, responses={200: RunSerializer, 409: OpenApiResponse(
+        description="Not waiting for such a decision")}, summary="Decide about a write caught mid-call by a crash")
+    @action(detail=True, methods=["post"], url_path="uncertain-write")
+    def uncertain_write(self, request, pk=None):
+        serializer = UncertainWriteDecisionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        run = self._steer(request, services.run_resolve_uncertain_write, decision=serializer.validated_data["decision"])
         return Response(RunSerializer(run).data)
 
     @extend_schema(

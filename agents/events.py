@@ -35,14 +35,16 @@ WITH bumped AS (
            cost_usd = cost_usd + %s,
            steps = steps + %s{sets}
      WHERE id = %s{guard}
- RETURNING last_seq, cancel_requested_at IS NOT NULL AS cancel_requested
+ RETURNING last_seq, cancel_requested_at IS NOT NULL AS cancel_requested,
+           pause_requested_at IS NOT NULL AS pause_requested
 ), inserted AS (
     INSERT INTO agents_runevent (run_id, seq, type, data, created_at)
     SELECT %s, bumped.last_seq - %s + item.ord, item.type, item.data::jsonb, %s
       FROM bumped, (VALUES {values}) AS item(ord, type, data)
  RETURNING id, seq
 )
-SELECT inserted.id, inserted.seq, bumped.cancel_requested FROM inserted, bumped ORDER BY inserted.seq
+SELECT inserted.id, inserted.seq, bumped.cancel_requested, bumped.pause_requested
+  FROM inserted, bumped ORDER BY inserted.seq
 """
 
 
@@ -57,6 +59,7 @@ class Usage:
 class Recorded:
     events: list[RunEvent]
     cancel_requested: bool
+    pause_requested: bool
 
 
 def group_name(run_id) -> str:
@@ -64,7 +67,10 @@ def group_name(run_id) -> str:
 
 
 # Run columns a write may set along with its events (status transitions).
-_SETTABLE = ("status", "stop_reason", "answer", "error", "started_at", "finished_at")
+_SETTABLE = (
+    "status", "stop_reason", "answer", "error", "started_at", "finished_at", "pause_reason", "lease_holder",
+    "lease_expires_at",
+)
 
 
 def record_many(
@@ -75,12 +81,14 @@ def record_many(
     step: bool = False,
     set_fields: dict[str, Any] | None = None,
     only_from: tuple[str, ...] | None = None,
+    lease_token: int | None = None,
 ) -> Recorded | None:
     """Persist events (in order, one statement, one commit) and publish them after commit.
 
     `usage` is added to the run's totals, `step` counts one model call and `set_fields` updates
     the run's own columns, all in the same statement. With `only_from`, nothing is written unless
     the run's status is one of those, and None is returned: that is how a transition loses a race.
+    With `lease_token`, likewise unless the writer still holds the run's lease (fencing).
     """
     if not items:
         raise ValueError("record_many needs at least one event")
@@ -93,12 +101,16 @@ def record_many(
     payloads = [json.dumps(data, cls=DjangoJSONEncoder) for _, data in items]
     values = ", ".join(["(%s::int, %s::text, %s::text)"] * len(items))
     sets = "".join(f",\n           {name} = %s" for name in set_fields)
-    guard = " AND status = ANY(%s)" if only_from is not None else ""
+    guard = (" AND status = ANY(%s)" if only_from is not None else "") + (
+        " AND lease_token = %s" if lease_token is not None else ""
+    )
     params: list[Any] = [len(items), usage.input_tokens, usage.output_tokens, usage.cost_usd, int(step)]
     params += list(set_fields.values())
     params.append(run_id)
     if only_from is not None:
         params.append(list(only_from))
+    if lease_token is not None:
+        params.append(lease_token)
     params += [run_id, len(items), created_at]
     for ordinal, ((type_, _), payload) in enumerate(zip(items, payloads, strict=True), start=1):
         params += [ordinal, type_, payload]
@@ -108,12 +120,12 @@ def record_many(
         cursor.execute(_INSERT.format(values=values, sets=sets, guard=guard), params)
         rows = cursor.fetchall()
     if not rows:
-        if only_from is not None:
+        if only_from is not None or lease_token is not None:
             return None
         raise LookupError(f"run {run_id} does not exist")
     events = [
         RunEvent(id=row_id, run_id=run_id, seq=seq, type=type_, data=data, created_at=created_at)
-        for (row_id, seq, _), (type_, data) in zip(rows, items, strict=True)
+        for (row_id, seq, _, _), (type_, data) in zip(rows, items, strict=True)
     ]
     at = created_at.isoformat()
     messages = [
@@ -123,7 +135,7 @@ def record_many(
     group = group_name(run_id)
     # Runs now outside a transaction, or when the caller's transaction commits; never for a rollback.
     transaction.on_commit(lambda: [publisher.publish(group, message) for message in messages])
-    return Recorded(events=events, cancel_requested=rows[0][2])
+    return Recorded(events=events, cancel_requested=rows[0][2], pause_requested=rows[0][3])
 
 
 def record(*, run_id, type: str, data: dict[str, Any]) -> RunEvent:

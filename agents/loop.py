@@ -1,31 +1,40 @@
 """The run loop: think → call tool → observe → repeat.
 
-Bounded by `max_steps` (model calls) and a wall-clock deadline, checks for cancellation before
-every model call and every tool call, and persists one event row per thought, tool call, tool
-result and final answer. Mistakes the model makes (unknown tool, bad arguments, a tool that
-failed) become observations it sees; provider failures fail the run with the provider's message;
-our own bugs fail the run as `internal_error` and re-raise so they show in the worker log.
+Bounded by `max_steps` (model calls), a wall-clock deadline and optional token and cost budgets;
+checks for cancellation and pause requests before every model call and every tool call; persists
+one event row per thought, tool call, tool result and final answer. Mistakes the model makes
+(unknown tool, bad arguments, a tool that failed) become observations it sees; provider failures
+fail the run with the provider's message; our own bugs fail the run as `internal_error` and
+re-raise so they show in the worker log.
 
-Writes on the hot path are batched: a model response is stored together with its first tool
-call (thought + tool_start, one commit), and each write reports whether a cancel was requested,
-so a tool step costs two commits and no extra reads.
+Durability: the worker holds the run through a lease (agents/leases.py) and every write names its
+fencing token. A run whose worker died is claimed by another worker, which rebuilds the
+conversation from the stored events (agents/replay.py) and carries on. A tool call is recorded
+before it starts and after it ends; a read call caught in between is simply repeated, a write
+call is not repeated blindly: the run pauses for a person to decide.
+
+Writes on the hot path are batched: a model response is stored with its first tool call (one
+commit), and each write reports whether a cancel or pause was requested, so a tool step costs two
+commits and no extra reads.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from decimal import Decimal
 
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from agents import events, services
+from agents import events, leases, services
+from agents.leases import LeaseLost
 from agents.llm import ChatMessage, ModelError, ModelResponse, Provider, ToolCall, ToolSpec, get_provider
 from agents.models import Run, RunEvent
+from agents.replay import replay
 from integrations import tools as tool_registry
+from integrations.tools import SideEffect
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +44,7 @@ Type = RunEvent.Type
 
 
 class _Stop(Exception):
-    """Ends the loop early with a terminal status (cancelled, timed out, max steps)."""
+    """Ends the loop early with a status (cancelled, timed out, max steps, budget, paused)."""
 
     def __init__(self, status: str, reason: str, message: str = "") -> None:
         super().__init__(message or reason)
@@ -47,52 +56,85 @@ class _Stop(Exception):
 @dataclass
 class _Context:
     run: Run
+    lease: leases.Lease
     provider: Provider
     tool_specs: list[ToolSpec]
-    deadline: datetime
     cancel_requested: bool = False
+    pause_requested: bool = False
+    tokens: int = 0
+    cost: Decimal = field(default_factory=Decimal)
 
     @property
     def config(self) -> dict:
         return self.run.config
 
     def remaining(self) -> float:
-        return (self.deadline - timezone.now()).total_seconds()
+        return (self.run.deadline_at - timezone.now()).total_seconds()
 
     def write(self, items: list[tuple[str, dict]], **kwargs) -> None:
-        recorded = events.record_many(run_id=self.run.id, items=items, **kwargs)
+        recorded = events.record_many(run_id=self.run.id, items=items, lease_token=self.lease.token, **kwargs)
+        if recorded is None:
+            raise LeaseLost(self.run.id)
         self.cancel_requested = recorded.cancel_requested
+        self.pause_requested = recorded.pause_requested
 
 
 def execute_run(run_id) -> None:
-    """Claim a queued run and drive it to a terminal status. Safe to call twice for one run."""
-    if not services.run_transition(run_id=run_id, to=Status.RUNNING, only_from=(Status.QUEUED,)):
-        logger.info("run %s was not queued; another delivery got it or it was cancelled", run_id)
+    """Claim a run (queued, or running with an expired lease) and drive it to a stop.
+    Safe to call any number of times for one run: only one caller gets the lease."""
+    lease = leases.claim(run_id)
+    if lease is None:
+        logger.info("run %s is not ours to take (finished, paused or leased)", run_id)
         return
     run = Run.objects.get(id=run_id)
+    leases.keeper.hold(run.id, lease.token)
     try:
-        ctx = _prepare(run)
-        answer = _loop(ctx, _initial_messages(run))
-    except _Stop as stop:
-        _finish(run, stop.status, stop.reason, error=stop.message)
-    except LookupError:
-        # The run's row is gone (its organization or agent was deleted mid-run): nothing to finish.
-        logger.warning("run %s was deleted while it ran", run_id)
-    except ModelError as exc:
-        events.record(run_id=run.id, type=Type.ERROR, data={"message": str(exc), "source": "model"})
-        _finish(run, Status.FAILED, StopReason.MODEL_ERROR, error=str(exc))
+        _execute(run, lease)
+    except LeaseLost:
+        logger.warning("run %s: lease lost to another worker; stopped here", run_id)
+    finally:
+        leases.keeper.release(run.id)
+
+
+def _execute(run: Run, lease: leases.Lease) -> None:
+    data = {"status": Status.RUNNING} | ({"resumed": True, "attempt": lease.attempt} if lease.attempt > 1 else {})
+    if events.record_many(run_id=run.id, items=[(Type.STATUS, data)], lease_token=lease.token) is None:
+        raise LeaseLost(run.id)
+    try:
+        ctx = _prepare(run, lease)
+        answer = _loop(ctx)
+    except (_Stop, LeaseLost, ModelError, LookupError) as exc:
+        _stopped(run, lease, exc)
     except Exception as exc:
-        logger.exception("run %s crashed", run_id)
+        logger.exception("run %s crashed", run.id)
         close_old_connections()
         message = f"Internal error: {type(exc).__name__}: {exc}"
         events.record(run_id=run.id, type=Type.ERROR, data={"message": message, "source": "internal"})
-        _finish(run, Status.FAILED, StopReason.INTERNAL_ERROR, error=message)
+        _finish(run, lease, Status.FAILED, StopReason.INTERNAL_ERROR, error=message)
         raise
     else:
-        _finish(run, Status.SUCCEEDED, StopReason.FINAL_ANSWER, answer=answer)
+        _finish(run, lease, Status.SUCCEEDED, StopReason.FINAL_ANSWER, answer=answer)
 
 
-def _prepare(run: Run) -> _Context:
+def _stopped(run: Run, lease: leases.Lease, exc: Exception) -> None:
+    if isinstance(exc, LeaseLost):
+        raise exc
+    if isinstance(exc, LookupError):
+        # The run's row is gone (its organization or agent was deleted mid-run): nothing to finish.
+        logger.warning("run %s was deleted while it ran", run.id)
+    elif isinstance(exc, ModelError):
+        events.record_many(run_id=run.id, items=[(Type.ERROR, {"message": str(exc), "source": "model"})],
+                           lease_token=lease.token)
+        _finish(run, lease, Status.FAILED, StopReason.MODEL_ERROR, error=str(exc))
+    elif exc.status == Status.PAUSED:
+        services.run_transition(run_id=run.id, to=Status.PAUSED, only_from=(Status.RUNNING,),
+                                lease_token=lease.token, pause_reason=exc.message, lease_holder="",
+                                lease_expires_at=None)
+    else:
+        _finish(run, lease, exc.status, exc.reason, error=exc.message)
+
+
+def _prepare(run: Run, lease: leases.Lease) -> _Context:
     config = run.config
     specs = []
     for name in config["tools"]:
@@ -101,49 +143,66 @@ def _prepare(run: Run) -> _Context:
             specs.append(ToolSpec(name=tool.name, description=tool.description, input_schema=tool.input_schema))
     return _Context(
         run=run,
+        lease=lease,
         provider=get_provider(config["model"]),
         tool_specs=specs,
-        deadline=run.started_at + timedelta(seconds=config["timeout_seconds"]),
         cancel_requested=run.cancel_requested_at is not None,
+        tokens=run.input_tokens + run.output_tokens,
+        cost=run.cost_usd,
     )
 
 
-def _initial_messages(run: Run) -> list[ChatMessage]:
-    goal = run.goal
-    if run.context not in (None, {}, [], ""):
-        goal += "\n\nContext (JSON):\n" + json.dumps(run.context, indent=2, ensure_ascii=False, default=str)
-    return [ChatMessage.user(goal)]
-
-
 def _checkpoint(ctx: _Context) -> None:
-    """Before every model call and tool call: has someone cancelled, or has time run out?
+    """Before every model call and tool call: cancelled, paused, out of time, or not ours?
 
-    The cancel flag comes back from the run's latest write, which precedes every checkpoint."""
+    The cancel and pause flags come back from the run's latest write, which precedes every
+    checkpoint; the lease from the heartbeat."""
+    if leases.keeper.lost(ctx.run.id):
+        raise LeaseLost(ctx.run.id)
     if ctx.cancel_requested:
         raise _Stop(Status.CANCELLED, StopReason.CANCELLED, "Cancelled by request.")
+    if ctx.pause_requested:
+        raise _Stop(Status.PAUSED, "", "Paused by request.")
     if ctx.remaining() <= 0:
         raise _Stop(
             Status.TIMED_OUT, StopReason.TIMEOUT, f"Run exceeded its {ctx.config['timeout_seconds']} s deadline."
         )
 
 
-def _loop(ctx: _Context, messages: list[ChatMessage]) -> str:
-    max_steps = ctx.config["max_steps"]
-    for step in range(1, max_steps + 1):
+def _check_budgets(ctx: _Context) -> None:
+    max_tokens = ctx.config.get("max_tokens")
+    if max_tokens is not None and ctx.tokens >= max_tokens:
+        raise _Stop(Status.FAILED, StopReason.MAX_TOKENS, f"Used {ctx.tokens} tokens of a {max_tokens} budget.")
+    max_cost = ctx.config.get("max_cost_usd")
+    if max_cost is not None and ctx.cost >= Decimal(max_cost):
+        raise _Stop(Status.FAILED, StopReason.MAX_COST, f"Spent ${ctx.cost:.4f} of a ${Decimal(max_cost)} budget.")
+
+
+def _loop(ctx: _Context) -> str:
+    state = replay(ctx.run)
+    if state.final_answer is not None:  # stored before a crash; only the status was missing
+        return state.final_answer
+    messages = state.messages
+    for call in state.open_calls:  # a resumed run finishes the calls its last response asked for
         _checkpoint(ctx)
+        messages.append(_act(ctx, call, state.steps_done, started=state.started.get(call.id)))
+    max_steps = ctx.config["max_steps"]
+    for step in range(state.steps_done + 1, max_steps + 1):
+        _checkpoint(ctx)
+        _check_budgets(ctx)
         response, thought = _think(ctx, messages, step)
         if not response.tool_calls:
-            ctx.write([thought, (Type.FINAL_ANSWER, {"content": response.text, "step": step})], **_usage(response))
+            ctx.write([thought, (Type.FINAL_ANSWER, {"content": response.text, "step": step})], **_usage(ctx, response))
             return response.text
         messages.append(ChatMessage.assistant(response.text, response.tool_calls))
         for index, call in enumerate(response.tool_calls):
             if index == 0:
                 # The thought and the first call it asks for are stored together, before the call runs.
-                ctx.write([thought, _tool_start(call, step)], **_usage(response))
+                ctx.write([thought, _tool_start(call, step)], **_usage(ctx, response))
             else:
                 ctx.write([_tool_start(call, step)])
             _checkpoint(ctx)
-            messages.append(_act(ctx, call, step))
+            messages.append(_act(ctx, call, step, started={}))
     raise _Stop(Status.FAILED, StopReason.MAX_STEPS, f"Stopped after {max_steps} steps without a final answer.")
 
 
@@ -155,12 +214,11 @@ def _release_connection() -> None:
         connection.close()
 
 
-def _usage(response: ModelResponse) -> dict:
+def _usage(ctx: _Context, response: ModelResponse) -> dict:
     usage = response.usage
-    return {
-        "usage": events.Usage(usage.input_tokens, usage.output_tokens, usage.cost_usd),
-        "step": True,
-    }
+    ctx.tokens += usage.input_tokens + usage.output_tokens
+    ctx.cost += usage.cost_usd
+    return {"usage": events.Usage(usage.input_tokens, usage.output_tokens, usage.cost_usd), "step": True}
 
 
 def _think(ctx: _Context, messages: list[ChatMessage], step: int) -> tuple[ModelResponse, tuple[str, dict]]:
@@ -192,17 +250,28 @@ def _think(ctx: _Context, messages: list[ChatMessage], step: int) -> tuple[Model
                 "output_tokens": usage.output_tokens,
                 "cost_usd": str(usage.cost_usd),
             },
+            # Kept so a resumed run can rebuild exactly what the model asked for.
+            "calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls],
         },
     )
     return response, thought
 
 
-def _tool_start(call: ToolCall, step: int) -> tuple[str, dict]:
-    return Type.TOOL_START, {"tool": call.name, "call_id": call.id, "arguments": call.arguments, "step": step}
+def _tool_start(call: ToolCall, step: int, **extra) -> tuple[str, dict]:
+    return Type.TOOL_START, {"tool": call.name, "call_id": call.id, "arguments": call.arguments, "step": step} | extra
 
 
-def _act(ctx: _Context, call: ToolCall, step: int) -> ChatMessage:
+def _act(ctx: _Context, call: ToolCall, step: int, *, started: dict | None) -> ChatMessage:
+    """Run one tool call. `started` is None for a call never recorded as started (a resumed run's
+    pending call), {} for one just recorded, or the tool_start data of a call that may have run."""
     tool = tool_registry.get(call.name)
+    if started is None:
+        ctx.write([_tool_start(call, step)])
+    elif started and not started.get("approved_retry"):
+        # Caught mid-call by a crash: repeat a read; a write waits for a person's decision.
+        if tool is not None and tool.side_effect == SideEffect.WRITE:
+            raise _Stop(Status.PAUSED, "", f"uncertain_write:{call.id}")
+        ctx.write([_tool_start(call, step, retry=True)])
     if tool is None or tool.io_bound:
         _release_connection()
     if call.name not in ctx.config["tools"]:
@@ -232,10 +301,10 @@ def _act(ctx: _Context, call: ToolCall, step: int) -> ChatMessage:
     return ChatMessage.tool(call=call, content=result.output, is_error=result.is_error)
 
 
-def _finish(run: Run, status: str, reason: str, *, answer: str = "", error: str = "") -> None:
-    fields = {"stop_reason": reason}
+def _finish(run: Run, lease: leases.Lease, status: str, reason: str, *, answer: str = "", error: str = "") -> None:
+    fields = {"stop_reason": reason, "lease_holder": "", "lease_expires_at": None}
     if answer:
         fields["answer"] = answer
     if error:
         fields["error"] = error
-    services.run_transition(run_id=run.id, to=status, only_from=(Status.RUNNING,), **fields)
+    services.run_transition(run_id=run.id, to=status, only_from=(Status.RUNNING,), lease_token=lease.token, **fields)

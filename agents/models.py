@@ -24,6 +24,9 @@ class Agent(models.Model):
     tools = ArrayField(models.CharField(max_length=100), default=list, blank=True)
     max_steps = models.PositiveIntegerField(default=10)
     timeout_seconds = models.PositiveIntegerField(default=300)
+    max_tokens = models.PositiveIntegerField(null=True, blank=True, help_text="Input + output tokens per run.")
+    max_cost_usd = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True,
+                                       help_text="Model spend per run, in USD.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="agents_created"
     )
@@ -57,6 +60,8 @@ class Agent(models.Model):
             "tools": list(self.tools),
             "max_steps": self.max_steps,
             "timeout_seconds": self.timeout_seconds,
+            "max_tokens": self.max_tokens,
+            "max_cost_usd": str(self.max_cost_usd) if self.max_cost_usd is not None else None,
         }
 
 
@@ -64,6 +69,7 @@ class Run(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
+        PAUSED = "paused", "Paused"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
@@ -73,6 +79,8 @@ class Run(models.Model):
         FINAL_ANSWER = "final_answer", "Final answer"
         MAX_STEPS = "max_steps", "Max steps reached"
         TIMEOUT = "timeout", "Timeout"
+        MAX_TOKENS = "max_tokens", "Token budget reached"
+        MAX_COST = "max_cost", "Cost budget reached"
         CANCELLED = "cancelled", "Cancelled"
         MODEL_ERROR = "model_error", "Model error"
         INTERNAL_ERROR = "internal_error", "Internal error"
@@ -80,8 +88,9 @@ class Run(models.Model):
     TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.TIMED_OUT})
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="runs")
-    agent = models.ForeignKey(Agent, on_delete=models.SET_NULL, null=True, related_name="runs")
+    # Covered by the composite indexes below, which lead with these columns.
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="runs", db_index=False)
+    agent = models.ForeignKey(Agent, on_delete=models.SET_NULL, null=True, related_name="runs", db_index=False)
     parent = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children")
     config = models.JSONField(help_text="Frozen copy of the agent's configuration at start.")
     goal = models.TextField()
@@ -96,6 +105,16 @@ class Run(models.Model):
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
     last_seq = models.PositiveIntegerField(default=0, help_text="Sequence number of the newest event.")
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    pause_requested_at = models.DateTimeField(null=True, blank=True)
+    pause_reason = models.CharField(max_length=200, blank=True, default="")
+    # The worker that owns a running run holds a lease: renewed by heartbeat, taken over by another
+    # worker once expired. Every write checks the fencing token, so a worker that lost its lease
+    # (paused by GC, cut off from the network) can't write over the new owner's work.
+    lease_holder = models.CharField(max_length=200, blank=True, default="")
+    lease_token = models.PositiveBigIntegerField(default=0)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="How many times a worker claimed this run.")
+    deadline_at = models.DateTimeField(null=True, blank=True, help_text="Hard wall-clock deadline.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs_started"
     )
@@ -109,6 +128,7 @@ class Run(models.Model):
             models.Index(fields=["organization", "-created_at"]),
             models.Index(fields=["organization", "status", "-created_at"]),
             models.Index(fields=["agent", "-created_at"]),
+            models.Index(fields=["lease_expires_at"], condition=Q(status="running"), name="run_running_lease_idx"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -141,7 +161,8 @@ class RunEvent(models.Model):
         ERROR = "error", "Error"
 
     id = models.BigAutoField(primary_key=True)
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    # Covered by the (run, seq) unique index; a second index would only slow the hot insert path.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events", db_index=False)
     seq = models.PositiveIntegerField()
     type = models.CharField(max_length=20, choices=Type.choices)
     data = models.JSONField(default=dict)

@@ -48,7 +48,9 @@ def run_list(
 
 def run_get(*, organization: Organization, run_id) -> Run | None:
     try:
-        return Run.objects.select_related("agent").filter(organization=organization, id=run_id).first()
+        return (
+            Run.objects.select_related("agent", "created_by").filter(organization=organization, id=run_id).first()
+        )
     except (ValueError, TypeError):
         return None
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -20,13 +22,17 @@ class AgentSerializer(serializers.ModelSerializer):
     max_steps = serializers.IntegerField(required=False, default=10, min_value=1, max_value=MAX_STEPS_LIMIT)
     timeout_seconds = serializers.IntegerField(required=False, default=300, min_value=5,
                                                max_value=TIMEOUT_LIMIT_SECONDS)
+    max_tokens = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1,
+                                          max_value=100_000_000)
+    max_cost_usd = serializers.DecimalField(required=False, allow_null=True, default=None, max_digits=10,
+                                            decimal_places=4, min_value=Decimal("0.0001"), coerce_to_string=False)
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
         model = Agent
         fields = [
             "id", "name", "description", "system_prompt", "model", "model_label", "tools", "max_steps",
-            "timeout_seconds", "created_by", "created_at", "updated_at",
+            "timeout_seconds", "max_tokens", "max_cost_usd", "created_by", "created_at", "updated_at",
         ]
         read_only_fields = ["id", "created_by", "created_at", "updated_at"]
 
@@ -60,6 +66,18 @@ class AgentSerializer(serializers.ModelSerializer):
 class RunCreateSerializer(serializers.Serializer):
     goal = serializers.CharField(allow_blank=False, trim_whitespace=True, max_length=20_000)
     context = serializers.JSONField(required=False, allow_null=True, default=None)
+    # Per-run limits; unset ones come from the agent.
+    max_steps = serializers.IntegerField(required=False, min_value=1, max_value=MAX_STEPS_LIMIT)
+    timeout_seconds = serializers.IntegerField(required=False, min_value=5, max_value=TIMEOUT_LIMIT_SECONDS)
+    max_tokens = serializers.IntegerField(required=False, min_value=1, max_value=100_000_000)
+    max_cost_usd = serializers.DecimalField(required=False, max_digits=10, decimal_places=4,
+                                            min_value=Decimal("0.0001"))
+
+    def split(self) -> tuple[str, object, dict]:
+        data = dict(self.validated_data)
+        limits = {name: data.pop(name) for name in ("max_steps", "timeout_seconds", "max_tokens", "max_cost_usd")
+                  if name in data}
+        return data["goal"], data.get("context"), limits
 
     def validate_context(self, value):
         if value is not None and not isinstance(value, dict):
@@ -84,8 +102,8 @@ class RunSerializer(serializers.ModelSerializer):
         model = Run
         fields = [
             "id", "agent", "agent_name", "parent", "goal", "context", "status", "answer", "stop_reason", "error",
-            "steps", "model", "usage", "last_seq", "created_by", "created_at", "started_at", "finished_at",
-            "duration_seconds",
+            "pause_reason", "steps", "model", "limits", "usage", "last_seq", "attempts", "created_by", "created_at",
+            "started_at", "finished_at", "deadline_at", "duration_seconds",
         ]
         read_only_fields = fields
 
@@ -96,6 +114,12 @@ class RunSerializer(serializers.ModelSerializer):
     @extend_schema_field(serializers.CharField())
     def get_model(self, run: Run) -> str:
         return run.config.get("model", "")
+
+    limits = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.DictField())
+    def get_limits(self, run: Run) -> dict:
+        return {k: run.config.get(k) for k in ("max_steps", "timeout_seconds", "max_tokens", "max_cost_usd")}
 
     @extend_schema_field(UsageSerializer)
     def get_usage(self, run: Run) -> dict:
@@ -112,6 +136,10 @@ class ModelInfoSerializer(serializers.Serializer):
     id = serializers.CharField()
     provider = serializers.CharField()
     label = serializers.CharField()
+
+
+class UncertainWriteDecisionSerializer(serializers.Serializer):
+    decision = serializers.ChoiceField(choices=["retry", "skip"])
 
 
 class ToolInfoSerializer(serializers.Serializer):

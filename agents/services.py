@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -14,14 +15,26 @@ from agents import events
 from agents.models import Agent, Run, RunEvent
 
 # Every status transition the system allows, in one place.
+# (A worker taking over a running run whose lease expired is a claim, not a transition: leases.py.)
 TRANSITIONS: dict[str, frozenset[str]] = {
-    Run.Status.QUEUED: frozenset({Run.Status.RUNNING, Run.Status.CANCELLED, Run.Status.FAILED}),
-    Run.Status.RUNNING: frozenset(
-        {Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.CANCELLED, Run.Status.TIMED_OUT}
+    Run.Status.QUEUED: frozenset(
+        {Run.Status.RUNNING, Run.Status.CANCELLED, Run.Status.FAILED, Run.Status.TIMED_OUT, Run.Status.PAUSED}
     ),
+    Run.Status.RUNNING: frozenset(
+        {Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.CANCELLED, Run.Status.TIMED_OUT, Run.Status.PAUSED}
+    ),
+    Run.Status.PAUSED: frozenset({Run.Status.QUEUED, Run.Status.CANCELLED, Run.Status.TIMED_OUT}),
+    # Retry: a failed or timed-out run goes back to the queue and resumes from its last good step.
+    Run.Status.FAILED: frozenset({Run.Status.QUEUED}),
+    Run.Status.TIMED_OUT: frozenset({Run.Status.QUEUED}),
 }
 
-AGENT_FIELDS = ("name", "description", "system_prompt", "model", "tools", "max_steps", "timeout_seconds")
+AGENT_FIELDS = (
+    "name", "description", "system_prompt", "model", "tools", "max_steps", "timeout_seconds", "max_tokens",
+    "max_cost_usd",
+)
+# Limits a single run may set for itself, overriding the agent's.
+RUN_LIMITS = ("max_steps", "timeout_seconds", "max_tokens", "max_cost_usd")
 
 
 class InvalidTransition(Exception):
@@ -71,20 +84,25 @@ def run_start(
     context: Any = None,
     actor: AbstractBaseUser | None,
     parent: Run | None = None,
+    limits: dict[str, Any] | None = None,
 ) -> Run:
+    config = agent.snapshot()
+    for name, value in (limits or {}).items():
+        if name not in RUN_LIMITS:
+            raise TypeError(f"unknown run limit {name!r}")
+        if value is not None:
+            config[name] = str(value) if name == "max_cost_usd" else value
     run = Run.objects.create(
-        organization=agent.organization,
+        organization_id=agent.organization_id,
         agent=agent,
         parent=parent,
-        config=agent.snapshot(),
+        config=config,
         goal=goal,
         context=context,
         created_by=actor,
     )
     events.record(run_id=run.id, type=RunEvent.Type.STATUS, data={"status": Run.Status.QUEUED})
-    from agents.tasks import execute_run
-
-    transaction.on_commit(lambda: execute_run.delay(str(run.id)))
+    _enqueue(run.id)
     return run
 
 
@@ -94,6 +112,7 @@ def run_transition(
     to: str,
     only_from: tuple[str, ...] | None = None,
     event_data: dict[str, Any] | None = None,
+    lease_token: int | None = None,
     **fields: Any,
 ) -> bool:
     """Move a run to `to` if its current status allows it; record a status event. Returns False
@@ -111,6 +130,8 @@ def run_transition(
         data["stop_reason"] = fields["stop_reason"]
     if fields.get("error"):
         data["error"] = fields["error"]
+    if fields.get("pause_reason"):
+        data["pause_reason"] = fields["pause_reason"]
     data.update(event_data or {})
     # One statement: the status changes and its event is stored only if the guard holds.
     recorded = events.record_many(
@@ -118,22 +139,126 @@ def run_transition(
         items=[(RunEvent.Type.STATUS, data)],
         set_fields={"status": to, **fields},
         only_from=tuple(allowed_from),
+        lease_token=lease_token,
     )
     return recorded is not None
 
 
 def run_cancel(*, run: Run, actor: AbstractBaseUser | None) -> Run:
-    """Cancel a run. A queued run stops at once; a running one stops at its next checkpoint."""
+    """Cancel a run. A queued or paused run stops at once; a running one at its next checkpoint."""
     if run.is_finished:
         raise InvalidTransition(f"Run is already {run.status}.")
     with transaction.atomic():
         Run.objects.filter(id=run.id, cancel_requested_at__isnull=True).update(cancel_requested_at=timezone.now())
-        # A queued run has no worker yet to notice the request, so it ends here.
+        # No worker is there to notice the request, so it ends here.
         run_transition(
-            run_id=run.id, to=Run.Status.CANCELLED, only_from=(Run.Status.QUEUED,), stop_reason=Run.StopReason.CANCELLED
+            run_id=run.id,
+            to=Run.Status.CANCELLED,
+            only_from=(Run.Status.QUEUED, Run.Status.PAUSED),
+            stop_reason=Run.StopReason.CANCELLED,
+            event_data={"by": _username(actor)},
         )
     run.refresh_from_db()
     return run
+
+
+def _username(actor) -> str:
+    return getattr(actor, "username", "") or "system"
+
+
+def _enqueue(run_id) -> None:
+    from agents.tasks import execute_run
+
+    transaction.on_commit(lambda: execute_run.delay(str(run_id)))
+
+
+def run_pause(*, run: Run, actor: AbstractBaseUser | None) -> Run:
+    """Ask a running run to pause at its next checkpoint (a queued one pauses at once)."""
+    if run.status not in (Run.Status.QUEUED, Run.Status.RUNNING):
+        raise InvalidTransition(f"Only queued or running runs can be paused; this one is {run.status}.")
+    with transaction.atomic():
+        Run.objects.filter(id=run.id, pause_requested_at__isnull=True).update(pause_requested_at=timezone.now())
+        # A queued run has no worker yet to notice the request, so it pauses here.
+        run_transition(run_id=run.id, to=Run.Status.PAUSED, only_from=(Run.Status.QUEUED,),
+                       pause_reason="Paused by request.", event_data={"by": _username(actor)})
+    run.refresh_from_db()
+    return run
+
+
+def run_resume(*, run: Run, actor: AbstractBaseUser | None) -> Run:
+    """Put a paused run back in the queue; a worker resumes it from its stored events."""
+    if run.status != Run.Status.PAUSED:
+        raise InvalidTransition(f"Only paused runs can be resumed; this one is {run.status}.")
+    if run.pause_reason.startswith("uncertain_write:"):
+        raise InvalidTransition("This run stopped in the middle of a write; decide whether to retry or skip it.")
+    with transaction.atomic():
+        Run.objects.filter(id=run.id).update(pause_requested_at=None)
+        if not run_transition(run_id=run.id, to=Run.Status.QUEUED, only_from=(Run.Status.PAUSED,),
+                              pause_reason="", event_data={"by": _username(actor), "resumed": True}):
+            raise InvalidTransition("The run changed state; reload it.")
+        _enqueue(run.id)
+    run.refresh_from_db()
+    return run
+
+
+def run_resolve_uncertain_write(*, run: Run, decision: str, actor: AbstractBaseUser | None) -> Run:
+    """A worker died during a write tool call, so nobody knows whether it took effect.
+    `retry` runs the call again; `skip` tells the model it was not repeated. Either way the
+    decision is stored in the trace and the run resumes."""
+    prefix = "uncertain_write:"
+    if run.status != Run.Status.PAUSED or not run.pause_reason.startswith(prefix):
+        raise InvalidTransition("This run is not waiting for a decision about an uncertain write.")
+    if decision not in ("retry", "skip"):
+        raise ValueError("decision must be 'retry' or 'skip'")
+    call_id = run.pause_reason[len(prefix):]
+    start = RunEvent.objects.filter(run=run, type=RunEvent.Type.TOOL_START, data__call_id=call_id).last()
+    if start is None:
+        raise InvalidTransition("The uncertain call is not in the trace.")
+    with transaction.atomic():
+        who = _username(actor)
+        if decision == "retry":
+            events.record(run_id=run.id, type=RunEvent.Type.TOOL_START,
+                          data=start.data | {"approved_retry": True, "approved_by": who})
+        else:
+            events.record(run_id=run.id, type=RunEvent.Type.TOOL_END, data={
+                "tool": start.data["tool"], "call_id": call_id, "step": start.data.get("step"),
+                "output": "Not executed again: the worker stopped during this call and "
+                          f"{who} chose not to repeat it. It may or may not have taken effect.",
+                "is_error": True, "duration_ms": 0,
+            })
+        run_transition(run_id=run.id, to=Run.Status.QUEUED, only_from=(Run.Status.PAUSED,), pause_reason="",
+                       event_data={"by": who, "decision": decision})
+        _enqueue(run.id)
+    run.refresh_from_db()
+    return run
+
+
+def run_retry(*, run: Run, actor: AbstractBaseUser | None) -> Run:
+    """Resume a failed or timed-out run from its last good step, with a fresh deadline."""
+    if run.status not in (Run.Status.FAILED, Run.Status.TIMED_OUT):
+        raise InvalidTransition(f"Only failed or timed-out runs can be retried; this one is {run.status}.")
+    with transaction.atomic():
+        if not run_transition(
+            run_id=run.id, to=Run.Status.QUEUED, only_from=(Run.Status.FAILED, Run.Status.TIMED_OUT),
+            stop_reason="", error="", finished_at=None, event_data={"by": _username(actor), "retry": True},
+        ):
+            raise InvalidTransition("The run changed state; reload it.")
+        Run.objects.filter(id=run.id).update(deadline_at=None, cancel_requested_at=None, pause_requested_at=None)
+        _enqueue(run.id)
+    run.refresh_from_db()
+    return run
+
+
+@transaction.atomic
+def run_rerun(*, run: Run, actor: AbstractBaseUser | None) -> Run:
+    """A new run with the same goal, context and frozen configuration as `run`."""
+    new = Run.objects.create(
+        organization_id=run.organization_id, agent_id=run.agent_id, config=run.config, goal=run.goal,
+        context=run.context, created_by=actor,
+    )
+    events.record(run_id=new.id, type=RunEvent.Type.STATUS, data={"status": Run.Status.QUEUED, "rerun_of": str(run.id)})
+    _enqueue(new.id)
+    return new
 
 
 def run_add_usage(*, run_id, input_tokens: int, output_tokens: int, cost_usd) -> None:
@@ -144,3 +269,41 @@ def run_add_usage(*, run_id, input_tokens: int, output_tokens: int, cost_usd) ->
         cost_usd=F("cost_usd") + cost_usd,
         steps=F("steps") + 1,
     )
+
+
+# --------------------------------------------------------------------------- watchdog
+
+
+def runs_watchdog() -> dict[str, int]:
+    """Find runs nobody is driving and put them right. Called every few seconds by beat.
+
+    - running with an expired lease (its worker died): queue it again; a worker claims it and
+      resumes from the stored events;
+    - queued for a while with no worker on it (the queue message was lost, e.g. Redis restarted):
+      enqueue it again; a duplicate message is harmless because claiming is conditional;
+    - past its hard deadline plus one lease period while not finished: stop it as timed out.
+    """
+    from django.conf import settings
+
+    from agents.tasks import execute_run
+
+    now = timezone.now()
+    lease = timedelta(seconds=settings.RUN_LEASE_SECONDS)
+    counts = {"requeued": 0, "reenqueued": 0, "timed_out": 0}
+    for run_id, deadline in Run.objects.filter(
+        status__in=[Run.Status.QUEUED, Run.Status.RUNNING, Run.Status.PAUSED], deadline_at__lt=now - lease
+    ).values_list("id", "deadline_at"):
+        if run_transition(
+            run_id=run_id, to=Run.Status.TIMED_OUT, stop_reason=Run.StopReason.TIMEOUT, lease_holder="",
+            lease_expires_at=None, error=f"Hard deadline {deadline.isoformat()} passed; stopped by the watchdog.",
+        ):
+            counts["timed_out"] += 1
+    for run_id in Run.objects.filter(status=Run.Status.RUNNING, lease_expires_at__lt=now).values_list("id", flat=True):
+        execute_run.delay(str(run_id))
+        counts["requeued"] += 1
+    stale = now - timedelta(seconds=max(60, 4 * settings.RUN_LEASE_SECONDS))
+    for run_id in Run.objects.filter(status=Run.Status.QUEUED, created_at__lt=stale,
+                                     lease_expires_at__isnull=True).values_list("id", flat=True)[:500]:
+        execute_run.delay(str(run_id))
+        counts["reenqueued"] += 1
+    return counts

@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-from config.env import ConfigError, env_bool, env_int, env_list, env_str
+from config.env import ConfigError, env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -62,6 +62,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    # Last on purpose: see SyncChainMiddleware.
+    "config.middleware.SyncChainMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -149,6 +151,10 @@ CHANNEL_LAYERS = {
 }
 
 # --------------------------------------------------------------------------- Celery
+# A worker that stops renewing its lease for this long loses the run to another worker.
+RUN_LEASE_SECONDS = env_float("AGENTRY_RUN_LEASE_SECONDS", 15.0, minimum=0.5)
+# How often the watchdog looks for runs with expired leases, lost queue messages and deadlines.
+WATCHDOG_SECONDS = env_float("AGENTRY_WATCHDOG_SECONDS", 5.0, minimum=0.5)
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
@@ -159,6 +165,13 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("AGENTRY_QUEUE", "agentry")
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
+# Hard stops for a task that outlives any run's deadline. (The threads pool can't interrupt a
+# thread, so deadlines are enforced by the loop and the watchdog; these guard the prefork pool.)
+CELERY_TASK_SOFT_TIME_LIMIT = 3600 + 60
+CELERY_TASK_TIME_LIMIT = 3600 + 120
+CELERY_BEAT_SCHEDULE = {
+    "runs-watchdog": {"task": "agents.runs_watchdog", "schedule": WATCHDOG_SECONDS},
+}
 
 # --------------------------------------------------------------------------- Auth
 AUTHENTICATION_BACKENDS = [

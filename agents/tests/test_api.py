@@ -229,7 +229,7 @@ def test_it_returns_events_after_a_sequence_number(owner_api, agent, owner):
 
     events = owner_api.get(f"/api/runs/{run.id}/events").json()
     assert [(e["seq"], e["type"]) for e in events] == [(1, "status"), (2, "status")]
-    assert events[1]["data"] == {"status": "cancelled", "stop_reason": "cancelled"}
+    assert events[1]["data"] == {"status": "cancelled", "stop_reason": "cancelled", "by": "olivia"}
     assert [e["seq"] for e in owner_api.get(f"/api/runs/{run.id}/events?after=1").json()] == [2]
     assert owner_api.get(f"/api/runs/{run.id}/events?after=x").status_code == 400
 
@@ -285,3 +285,46 @@ def test_it_serves_the_openapi_schema(owner_api):
     assert "/api/agents/{id}/runs" in paths
     assert "/api/runs/{id}/cancel" in paths
     assert "/api/runs/{id}/events" in paths
+
+
+def test_a_token_stops_working_when_its_owner_leaves_the_organization(member_api, member, organization):
+    assert member_api.get("/api/agents").status_code == 200
+
+    member.memberships.filter(organization=organization).delete()
+
+    assert member_api.get("/api/agents").status_code == 401
+
+
+@pytest.mark.parametrize("action", ["pause", "resume", "retry"])
+def test_steering_a_run_in_the_wrong_state_is_a_conflict(owner_api, agent, owner, action):
+    run = services.run_start(agent=agent, goal="x", actor=owner)
+    services.run_cancel(run=run, actor=owner)
+
+    response = owner_api.post(f"/api/runs/{run.id}/{action}")
+
+    assert response.status_code == 409
+    assert _error(response)["error"] == "conflict"
+
+
+def test_pause_resume_and_rerun_through_the_api(owner_api, agent, owner):
+    run = services.run_start(agent=agent, goal="x", actor=owner)
+
+    assert owner_api.post(f"/api/runs/{run.id}/pause").json()["status"] == "paused"
+    assert owner_api.post(f"/api/runs/{run.id}/resume").json()["status"] == "queued"
+    again = owner_api.post(f"/api/runs/{run.id}/rerun")
+    assert again.status_code == 201 and again.json()["goal"] == "x" and again.json()["id"] != str(run.id)
+
+
+def test_uncertain_write_decisions_are_validated(owner_api, agent, owner):
+    run = services.run_start(agent=agent, goal="x", actor=owner)
+
+    url = f"/api/runs/{run.id}/uncertain-write"
+    assert owner_api.post(url, {"decision": "maybe"}, format="json").status_code == 400
+    assert owner_api.post(url, {"decision": "skip"}, format="json").status_code == 409
+
+
+def test_runs_can_carry_their_own_budgets(owner_api, agent):
+    body = owner_api.post(f"/api/agents/{agent.id}/runs", {"goal": "x", "max_tokens": 500, "max_cost_usd": "0.25",
+                                                           "max_steps": 3}, format="json").json()
+
+    assert body["limits"] == {"max_steps": 3, "timeout_seconds": 60, "max_tokens": 500, "max_cost_usd": "0.2500"}
