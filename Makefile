@@ -4,7 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fmt stop shell
+BENCH_STAMP := $(VENV)/.bench-installed
+
+.PHONY: run test lint fmt stop shell bench bench-quick
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Agentry needs Python 3.11+")'
@@ -30,3 +32,14 @@ stop: $(STAMP)
 
 shell: $(STAMP)
 	$(PY) manage.py shell
+
+# Benchmarks (bench/RESULTS.md). The LangGraph peer is a bench-only dependency.
+$(BENCH_STAMP): bench/requirements-bench.txt $(STAMP)
+	$(PY) -m pip install --quiet -r bench/requirements-bench.txt
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) -m bench
+
+bench-quick: $(BENCH_STAMP)
+	$(PY) -m bench --quick

@@ -13,6 +13,9 @@ os.environ.setdefault("AGENTRY_REDIS_DB", "1")
 os.environ.setdefault("AGENTRY_CHANNEL_PREFIX", f"agentry-{_test_db}")
 os.environ.setdefault("AGENTRY_QUEUE", f"agentry-{_test_db}")
 os.environ.setdefault("AGENTRY_MODEL_PLUGINS", "tests.fakes.scripted.register")
+# Short leases so crash tests see a takeover in seconds (the worker processes inherit these).
+os.environ.setdefault("AGENTRY_RUN_LEASE_SECONDS", "2")
+os.environ.setdefault("AGENTRY_WATCHDOG_SECONDS", "1")
 # A developer's real key must never reach the tests; tests that want Claude point the real SDK
 # at the loopback fake server through these two variables.
 os.environ["ANTHROPIC_API_KEY"] = os.environ.get("AGENTRY_TEST_ANTHROPIC_API_KEY", "")

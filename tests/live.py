@@ -39,9 +39,11 @@ class LiveStack:
     worker: subprocess.Popen
     web: subprocess.Popen
     logs: Path
+    worker_name: str = ""
 
-    def start_worker(self, name: str | None = None) -> subprocess.Popen:
-        return _start_worker(self.env, self.logs, name or f"extra-{uuid.uuid4().hex[:6]}")
+    def start_worker(self, name: str) -> subprocess.Popen:
+        """Another worker process on the same queue, named `name@<host>`."""
+        return _start_worker(self.env, self.logs, name)
 
 
 def _start_worker(env: dict[str, str], logs: Path, name: str) -> subprocess.Popen:
@@ -96,7 +98,8 @@ def live_stack(django_db_setup, django_db_blocker, fake_anthropic) -> Iterator[L
             "PYTHONUNBUFFERED": "1",
         }
     )
-    worker = _start_worker(env, logs, f"main-{uuid.uuid4().hex[:6]}")
+    worker_name = f"main-{uuid.uuid4().hex[:6]}"
+    worker = _start_worker(env, logs, worker_name)
     web_log = open(logs / "web.log", "ab")  # noqa: SIM115
     web = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
@@ -122,7 +125,8 @@ def live_stack(django_db_setup, django_db_blocker, fake_anthropic) -> Iterator[L
             pytest.fail(f"live stack not ready: {last}; see {logs}")
         time.sleep(0.3)
     stack = LiveStack(
-        url=url, ws_url=f"ws://127.0.0.1:{port}", anthropic=fake_anthropic, env=env, worker=worker, web=web, logs=logs
+        url=url, ws_url=f"ws://127.0.0.1:{port}", anthropic=fake_anthropic, env=env, worker=worker, web=web, logs=logs,
+        worker_name=f"{worker_name}@{socket.gethostname()}",
     )
     web_log.flush()
     started_at = (logs / "web.log").stat().st_size
