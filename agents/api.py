@@ -16,11 +16,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.selectors import organization_for_request
-from agents import selectors, services, streams
+from agents import approvals, selectors, services, streams
 from agents.llm import available_models
-from agents.models import Run
+from agents.models import Approval, Run
 from agents.serializers import (
     AgentSerializer,
+    ApprovalDecisionSerializer,
+    ApprovalSerializer,
     ModelInfoSerializer,
     RunCreateSerializer,
     RunEventSerializer,
@@ -135,8 +137,9 @@ class AgentViewSet(
             return self.get_paginated_response(RunSerializer(page, many=True).data)
         serializer = RunCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        goal, context, limits = serializer.split()
-        run = services.run_start(agent=agent, goal=goal, context=context, limits=limits, actor=request.user)
+        goal, context, limits, dry_run = serializer.split()
+        run = services.run_start(agent=agent, goal=goal, context=context, limits=limits, dry_run=dry_run,
+                                 actor=request.user)
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
@@ -296,3 +299,49 @@ class ModelListView(APIView):
         return Response(ModelInfoSerializer(available_models(), many=True).data)
 
 
+
+
+@extend_schema(tags=["approvals"])
+class ApprovalViewSet(OrganizationScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Tool calls waiting for (or decided by) a person."""
+
+    serializer_class = ApprovalSerializer
+    lookup_value_regex = "[0-9a-fA-F-]{36}"
+
+    def get_queryset(self):
+        status_filter = self.request.query_params.get("status", "")
+        if status_filter and status_filter not in Approval.Status.values:
+            raise serializers.ValidationError({"status": [f"One of: {', '.join(Approval.Status.values)}."]})
+        run_id = self.request.query_params.get("run") or None
+        return selectors.approval_list(organization=self.organization, status=status_filter, run_id=run_id)
+
+    def get_object(self):
+        approval = selectors.approval_get(organization=self.organization, approval_id=self.kwargs["pk"])
+        if approval is None:
+            raise NotFound("Approval not found.")
+        return approval
+
+    @extend_schema(parameters=[OpenApiParameter("status", str, enum=Approval.Status.values),
+                               OpenApiParameter("run", OpenApiTypes.UUID)])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(request=ApprovalDecisionSerializer, responses={
+        200: ApprovalSerializer, 403: OpenApiResponse(description="Only the agent's owner or an org admin decides"),
+        409: OpenApiResponse(description="Already decided or expired")}, summary="Approve, edit or reject a tool call")
+    @action(detail=True, methods=["post"])
+    def decide(self, request, pk=None):
+        approval = self.get_object()
+        if not approvals.can_decide(user=request.user, approval=approval):
+            raise PermissionDenied("Only the agent's owner or an organization admin can decide.")
+        serializer = ApprovalDecisionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            approval = approvals.approval_decide(approval=approval, decision=data["decision"], actor=request.user,
+                                                 arguments=data.get("arguments"), message=data.get("message", ""))
+        except approvals.InvalidArguments as exc:
+            raise serializers.ValidationError({"arguments": [str(exc)]}) from None
+        except approvals.ApprovalConflict as exc:
+            raise Conflict(str(exc)) from None
+        return Response(ApprovalSerializer(approval).data)

@@ -20,6 +20,7 @@ commits and no extra reads.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,10 +29,10 @@ from decimal import Decimal
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from agents import events, leases, services
+from agents import approvals, events, leases, services
 from agents.leases import LeaseLost
 from agents.llm import ChatMessage, ModelError, ModelResponse, Provider, ToolCall, ToolSpec, get_provider
-from agents.models import Run, RunEvent
+from agents.models import Approval, Run, RunEvent
 from agents.replay import replay
 from integrations import tools as tool_registry
 from integrations.tools import SideEffect
@@ -126,8 +127,8 @@ def _stopped(run: Run, lease: leases.Lease, exc: Exception) -> None:
         events.record_many(run_id=run.id, items=[(Type.ERROR, {"message": str(exc), "source": "model"})],
                            lease_token=lease.token)
         _finish(run, lease, Status.FAILED, StopReason.MODEL_ERROR, error=str(exc))
-    elif exc.status == Status.PAUSED:
-        services.run_transition(run_id=run.id, to=Status.PAUSED, only_from=(Status.RUNNING,),
+    elif exc.status in (Status.PAUSED, Status.AWAITING_APPROVAL):
+        services.run_transition(run_id=run.id, to=exc.status, only_from=(Status.RUNNING,),
                                 lease_token=lease.token, pause_reason=exc.message, lease_holder="",
                                 lease_expires_at=None)
     else:
@@ -195,14 +196,16 @@ def _loop(ctx: _Context) -> str:
             ctx.write([thought, (Type.FINAL_ANSWER, {"content": response.text, "step": step})], **_usage(ctx, response))
             return response.text
         messages.append(ChatMessage.assistant(response.text, response.tool_calls))
+        first = response.tool_calls[0]
+        if _policy(ctx, first) == "auto":
+            # The thought and the first call it asks for are stored together, before the call runs.
+            ctx.write([thought, _tool_start(first, step)], **_usage(ctx, response))
+        else:
+            ctx.write([thought], **_usage(ctx, response))
         for index, call in enumerate(response.tool_calls):
-            if index == 0:
-                # The thought and the first call it asks for are stored together, before the call runs.
-                ctx.write([thought, _tool_start(call, step)], **_usage(ctx, response))
-            else:
-                ctx.write([_tool_start(call, step)])
             _checkpoint(ctx)
-            messages.append(_act(ctx, call, step, started={}))
+            recorded_start = index == 0 and _policy(ctx, first) == "auto"
+            messages.append(_act(ctx, call, step, started={} if recorded_start else None))
     raise _Stop(Status.FAILED, StopReason.MAX_STEPS, f"Stopped after {max_steps} steps without a final answer.")
 
 
@@ -261,17 +264,49 @@ def _tool_start(call: ToolCall, step: int, **extra) -> tuple[str, dict]:
     return Type.TOOL_START, {"tool": call.name, "call_id": call.id, "arguments": call.arguments, "step": step} | extra
 
 
-def _act(ctx: _Context, call: ToolCall, step: int, *, started: dict | None) -> ChatMessage:
-    """Run one tool call. `started` is None for a call never recorded as started (a resumed run's
-    pending call), {} for one just recorded, or the tool_start data of a call that may have run."""
+def _policy(ctx: _Context, call: ToolCall) -> str:
+    """auto, ask or deny for this call. Unknown tools are "auto": the registry reports them."""
     tool = tool_registry.get(call.name)
-    if started is None:
-        ctx.write([_tool_start(call, step)])
-    elif started and not started.get("approved_retry"):
+    if tool is None or call.name not in ctx.config["tools"]:
+        return "auto"
+    explicit = (ctx.config.get("tool_policies") or {}).get(call.name)
+    policy = explicit or ("ask" if tool.side_effect == SideEffect.WRITE else "auto")
+    if policy == "ask" and ctx.config.get("dry_run"):
+        return "auto"  # nothing is executed in a dry run, so there is nothing to approve
+    return policy
+
+
+def _act(ctx: _Context, call: ToolCall, step: int, *, started: dict | None) -> ChatMessage:
+    """Run one tool call. `started` is None for a call not yet recorded as started, {} for one just
+    recorded, or the tool_start data of a call that was running when its worker died."""
+    tool = tool_registry.get(call.name)
+    policy = _policy(ctx, call)
+    arguments = call.arguments
+    if started:
         # Caught mid-call by a crash: repeat a read; a write waits for a person's decision.
-        if tool is not None and tool.side_effect == SideEffect.WRITE:
+        if tool is not None and tool.side_effect == SideEffect.WRITE and not started.get("approved_retry"):
             raise _Stop(Status.PAUSED, "", f"uncertain_write:{call.id}")
-        ctx.write([_tool_start(call, step, retry=True)])
+        arguments = started.get("arguments", arguments)
+        if not started.get("approved_retry"):
+            ctx.write([_tool_start(call, step, arguments=arguments, retry=True)])
+    elif policy == "deny":
+        return _observe(ctx, call, step, tool_registry.ToolResult(
+            output=f"Error: the tool {call.name!r} is not allowed for this agent (policy: deny).",
+            is_error=True, duration_ms=0))
+    elif policy == "ask":
+        approval = approvals.for_call(ctx.run, call, step, write=ctx.write)
+        if approval.status == Approval.Status.PENDING:
+            raise _Stop(Status.AWAITING_APPROVAL, "", f"approval:{approval.id}")
+        if approval.status != Approval.Status.APPROVED:
+            who = approval.decided_by.username if approval.decided_by else "nobody"
+            reason = "expired before anyone decided" if approval.status == Approval.Status.EXPIRED else (
+                f"rejected by {who}" + (f": {approval.message}" if approval.message else ""))
+            return _observe(ctx, call, step, tool_registry.ToolResult(
+                output=f"Error: the call to {call.name} was not run; it was {reason}.", is_error=True, duration_ms=0))
+        arguments = approval.effective_arguments
+        ctx.write([_tool_start(call, step, arguments=arguments, approved_by=who_decided(approval))])
+    elif started is None:
+        ctx.write([_tool_start(call, step)])
     if tool is None or tool.io_bound:
         _release_connection()
     if call.name not in ctx.config["tools"]:
@@ -281,23 +316,33 @@ def _act(ctx: _Context, call: ToolCall, step: int, *, started: dict | None) -> C
             is_error=True,
             duration_ms=0,
         )
+    elif ctx.config.get("dry_run") and tool is not None and tool.side_effect == SideEffect.WRITE:
+        result = tool_registry.ToolResult(
+            output=f"[simulated] Dry run: {call.name} was not executed. It would have been called with "
+            f"{json.dumps(arguments, ensure_ascii=False)}.",
+            is_error=False,
+            duration_ms=0,
+        )
+        return _observe(ctx, call, step, result, simulated=True)
     else:
-        result = tool_registry.invoke(call.name, call.arguments, timeout=ctx.remaining())
-    ctx.write(
-        [
-            (
-                Type.TOOL_END,
-                {
-                    "tool": call.name,
-                    "call_id": call.id,
-                    "output": result.output,
-                    "is_error": result.is_error,
-                    "duration_ms": result.duration_ms,
-                    "step": step,
-                },
-            )
-        ]
-    )
+        result = tool_registry.invoke(call.name, arguments, timeout=ctx.remaining())
+    return _observe(ctx, call, step, result)
+
+
+def who_decided(approval: Approval) -> str:
+    return approval.decided_by.username if approval.decided_by else "system"
+
+
+def _observe(ctx: _Context, call: ToolCall, step: int, result: tool_registry.ToolResult, **extra) -> ChatMessage:
+    data = {
+        "tool": call.name,
+        "call_id": call.id,
+        "output": result.output,
+        "is_error": result.is_error,
+        "duration_ms": result.duration_ms,
+        "step": step,
+    } | extra
+    ctx.write([(Type.TOOL_END, data)])
     return ChatMessage.tool(call=call, content=result.output, is_error=result.is_error)
 
 

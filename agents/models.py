@@ -24,6 +24,20 @@ class Agent(models.Model):
     tools = ArrayField(models.CharField(max_length=100), default=list, blank=True)
     max_steps = models.PositiveIntegerField(default=10)
     timeout_seconds = models.PositiveIntegerField(default=300)
+    class Policy(models.TextChoices):
+        AUTO = "auto", "Run automatically"
+        ASK = "ask", "Ask a person first"
+        DENY = "deny", "Never run"
+
+    class ExpiryOutcome(models.TextChoices):
+        REJECT = "reject", "Reject the call (the model is told)"
+        CANCEL = "cancel", "Cancel the run"
+
+    # Per tool: auto, ask or deny. Tools not listed: write tools ask, read tools run automatically.
+    tool_policies = models.JSONField(default=dict, blank=True)
+    approval_timeout_seconds = models.PositiveIntegerField(default=3600)
+    approval_expiry_outcome = models.CharField(max_length=10, choices=ExpiryOutcome.choices,
+                                               default=ExpiryOutcome.REJECT)
     max_tokens = models.PositiveIntegerField(null=True, blank=True, help_text="Input + output tokens per run.")
     max_cost_usd = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True,
                                        help_text="Model spend per run, in USD.")
@@ -62,6 +76,10 @@ class Agent(models.Model):
             "timeout_seconds": self.timeout_seconds,
             "max_tokens": self.max_tokens,
             "max_cost_usd": str(self.max_cost_usd) if self.max_cost_usd is not None else None,
+            "tool_policies": dict(self.tool_policies or {}),
+            "approval_timeout_seconds": self.approval_timeout_seconds,
+            "approval_expiry_outcome": self.approval_expiry_outcome,
+            "dry_run": False,
         }
 
 
@@ -70,6 +88,7 @@ class Run(models.Model):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         PAUSED = "paused", "Paused"
+        AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
@@ -95,6 +114,7 @@ class Run(models.Model):
     config = models.JSONField(help_text="Frozen copy of the agent's configuration at start.")
     goal = models.TextField()
     context = models.JSONField(null=True, blank=True)
+    dry_run = models.BooleanField(default=False, help_text="Write tools are simulated, never executed.")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     stop_reason = models.CharField(max_length=20, choices=StopReason.choices, blank=True, default="")
     answer = models.TextField(blank=True, default="")
@@ -159,6 +179,7 @@ class RunEvent(models.Model):
         TOOL_END = "tool_end", "Tool result"
         FINAL_ANSWER = "final_answer", "Final answer"
         ERROR = "error", "Error"
+        APPROVAL = "approval", "Approval"
 
     id = models.BigAutoField(primary_key=True)
     # Covered by the (run, seq) unique index; a second index would only slow the hot insert path.
@@ -177,3 +198,43 @@ class RunEvent(models.Model):
 
     def as_dict(self) -> dict:
         return {"seq": self.seq, "type": self.type, "data": self.data, "created_at": self.created_at.isoformat()}
+
+
+class Approval(models.Model):
+    """A tool call waiting for a person. Decided exactly once: the decision is a conditional update
+    from pending, so a second approve (or one after expiry) changes nothing and gets a 409."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        EXPIRED = "expired", "Expired"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="approvals")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="approvals")
+    call_id = models.CharField(max_length=200)
+    tool = models.CharField(max_length=100)
+    arguments = models.JSONField(default=dict)
+    step = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    edited_arguments = models.JSONField(null=True, blank=True)
+    message = models.TextField(blank=True, default="", help_text="Shown to the model on rejection.")
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="approvals_decided")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["run", "call_id"], name="approval_unique_call")]
+        indexes = [models.Index(fields=["organization", "status", "-created_at"]),
+                   models.Index(fields=["expires_at"], condition=Q(status="pending"), name="approval_pending_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.tool} for run {self.run_id} ({self.status})"
+
+    @property
+    def effective_arguments(self) -> dict:
+        return self.edited_arguments if self.edited_arguments is not None else self.arguments

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import Q, QuerySet
 
 from accounts.models import Organization
-from agents.models import Agent, Run, RunEvent
+from agents.models import Agent, Approval, Run, RunEvent
 
 AGENT_ORDERINGS = {"name", "-name", "created_at", "-created_at", "updated_at", "-updated_at"}
 RUN_ORDERINGS = {"created_at", "-created_at", "finished_at", "-finished_at", "status", "-status"}
@@ -65,3 +65,21 @@ def run_events(*, run: Run, after: int = 0, limit: int | None = None) -> list[Ru
 def run_status(*, run_id) -> tuple[str, int] | None:
     row = Run.objects.filter(id=run_id).values_list("status", "last_seq").first()
     return row
+
+
+def approval_list(*, organization: Organization, status: str = "", run_id=None) -> QuerySet[Approval]:
+    qs = Approval.objects.filter(organization=organization).select_related("run", "decided_by")
+    if status:
+        qs = qs.filter(status=status)
+    if run_id:
+        qs = qs.filter(run_id=run_id)
+    return qs.order_by("-created_at", "id")
+
+
+def approval_get(*, organization: Organization, approval_id) -> Approval | None:
+    try:
+        return Approval.objects.select_related("run", "run__agent", "decided_by").filter(
+            organization=organization, id=approval_id
+        ).first()
+    except (ValueError, TypeError):
+        return None

@@ -7,7 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.llm import registry as model_registry
-from agents.models import MAX_STEPS_LIMIT, TIMEOUT_LIMIT_SECONDS, Agent, Run, RunEvent
+from agents.models import MAX_STEPS_LIMIT, TIMEOUT_LIMIT_SECONDS, Agent, Approval, Run, RunEvent
 from integrations import tools as tool_registry
 
 
@@ -26,13 +26,22 @@ class AgentSerializer(serializers.ModelSerializer):
                                           max_value=100_000_000)
     max_cost_usd = serializers.DecimalField(required=False, allow_null=True, default=None, max_digits=10,
                                             decimal_places=4, min_value=Decimal("0.0001"), coerce_to_string=False)
+    tool_policies = serializers.DictField(
+        child=serializers.ChoiceField(choices=Agent.Policy.choices), required=False, default=dict,
+        help_text="Per tool: auto, ask or deny. Unlisted write tools ask, read tools run automatically.",
+    )
+    approval_timeout_seconds = serializers.IntegerField(required=False, default=3600, min_value=60,
+                                                        max_value=7 * 24 * 3600)
+    approval_expiry_outcome = serializers.ChoiceField(choices=Agent.ExpiryOutcome.choices, required=False,
+                                                      default=Agent.ExpiryOutcome.REJECT)
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
         model = Agent
         fields = [
             "id", "name", "description", "system_prompt", "model", "model_label", "tools", "max_steps",
-            "timeout_seconds", "max_tokens", "max_cost_usd", "created_by", "created_at", "updated_at",
+            "timeout_seconds", "max_tokens", "max_cost_usd", "tool_policies", "approval_timeout_seconds",
+            "approval_expiry_outcome", "created_by", "created_at", "updated_at",
         ]
         read_only_fields = ["id", "created_by", "created_at", "updated_at"]
 
@@ -60,6 +69,14 @@ class AgentSerializer(serializers.ModelSerializer):
     def validate(self, attrs: dict) -> dict:
         if self.instance is None and not attrs.get("model"):
             attrs["model"] = settings.DEFAULT_MODEL
+        tools = attrs.get("tools", self.instance.tools if self.instance else [])
+        policies = attrs.get("tool_policies")
+        if policies:
+            stray = sorted(set(policies) - set(tools))
+            if stray:
+                raise serializers.ValidationError(
+                    {"tool_policies": [f"Policies name tools the agent doesn't have: {', '.join(stray)}."]}
+                )
         return attrs
 
 
@@ -72,12 +89,14 @@ class RunCreateSerializer(serializers.Serializer):
     max_tokens = serializers.IntegerField(required=False, min_value=1, max_value=100_000_000)
     max_cost_usd = serializers.DecimalField(required=False, max_digits=10, decimal_places=4,
                                             min_value=Decimal("0.0001"))
+    dry_run = serializers.BooleanField(required=False, default=False,
+                                       help_text="Read tools run for real; write tools are simulated.")
 
-    def split(self) -> tuple[str, object, dict]:
+    def split(self) -> tuple[str, object, dict, bool]:
         data = dict(self.validated_data)
         limits = {name: data.pop(name) for name in ("max_steps", "timeout_seconds", "max_tokens", "max_cost_usd")
                   if name in data}
-        return data["goal"], data.get("context"), limits
+        return data["goal"], data.get("context"), limits, data.get("dry_run", False)
 
     def validate_context(self, value):
         if value is not None and not isinstance(value, dict):
@@ -102,7 +121,8 @@ class RunSerializer(serializers.ModelSerializer):
         model = Run
         fields = [
             "id", "agent", "agent_name", "parent", "goal", "context", "status", "answer", "stop_reason", "error",
-            "pause_reason", "steps", "model", "limits", "usage", "last_seq", "attempts", "created_by", "created_at",
+            "pause_reason", "dry_run", "steps", "model", "limits", "usage", "last_seq", "attempts", "created_by",
+            "created_at",
             "started_at", "finished_at", "deadline_at", "duration_seconds",
         ]
         read_only_fields = fields
@@ -148,3 +168,30 @@ class ToolInfoSerializer(serializers.Serializer):
     input_schema = serializers.JSONField()
     side_effect = serializers.ChoiceField(choices=["read", "write"])
     timeout_seconds = serializers.FloatField()
+
+
+class ApprovalSerializer(serializers.ModelSerializer):
+    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    agent_name = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Approval
+        fields = ["id", "run", "agent_name", "call_id", "tool", "arguments", "edited_arguments", "step", "status",
+                  "message", "decided_by", "decided_at", "expires_at", "created_at"]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.CharField())
+    def get_agent_name(self, approval: Approval) -> str:
+        return approval.run.config.get("name", "")
+
+
+class ApprovalDecisionSerializer(serializers.Serializer):
+    decision = serializers.ChoiceField(choices=["approve", "edit", "reject"])
+    arguments = serializers.DictField(required=False, help_text="With `edit`: the arguments to run the tool with.")
+    message = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000,
+                                    help_text="With `reject`: shown to the model.")
+
+    def validate(self, attrs: dict) -> dict:
+        if attrs["decision"] == "edit" and "arguments" not in attrs:
+            raise serializers.ValidationError({"arguments": ["Required when the decision is edit."]})
+        return attrs

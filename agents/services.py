@@ -21,9 +21,11 @@ TRANSITIONS: dict[str, frozenset[str]] = {
         {Run.Status.RUNNING, Run.Status.CANCELLED, Run.Status.FAILED, Run.Status.TIMED_OUT, Run.Status.PAUSED}
     ),
     Run.Status.RUNNING: frozenset(
-        {Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.CANCELLED, Run.Status.TIMED_OUT, Run.Status.PAUSED}
+        {Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.CANCELLED, Run.Status.TIMED_OUT, Run.Status.PAUSED,
+         Run.Status.AWAITING_APPROVAL}
     ),
     Run.Status.PAUSED: frozenset({Run.Status.QUEUED, Run.Status.CANCELLED, Run.Status.TIMED_OUT}),
+    Run.Status.AWAITING_APPROVAL: frozenset({Run.Status.QUEUED, Run.Status.CANCELLED, Run.Status.TIMED_OUT}),
     # Retry: a failed or timed-out run goes back to the queue and resumes from its last good step.
     Run.Status.FAILED: frozenset({Run.Status.QUEUED}),
     Run.Status.TIMED_OUT: frozenset({Run.Status.QUEUED}),
@@ -31,7 +33,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 AGENT_FIELDS = (
     "name", "description", "system_prompt", "model", "tools", "max_steps", "timeout_seconds", "max_tokens",
-    "max_cost_usd",
+    "max_cost_usd", "tool_policies", "approval_timeout_seconds", "approval_expiry_outcome",
 )
 # Limits a single run may set for itself, overriding the agent's.
 RUN_LIMITS = ("max_steps", "timeout_seconds", "max_tokens", "max_cost_usd")
@@ -85,8 +87,9 @@ def run_start(
     actor: AbstractBaseUser | None,
     parent: Run | None = None,
     limits: dict[str, Any] | None = None,
+    dry_run: bool = False,
 ) -> Run:
-    config = agent.snapshot()
+    config = agent.snapshot() | {"dry_run": dry_run}
     for name, value in (limits or {}).items():
         if name not in RUN_LIMITS:
             raise TypeError(f"unknown run limit {name!r}")
@@ -97,6 +100,7 @@ def run_start(
         agent=agent,
         parent=parent,
         config=config,
+        dry_run=dry_run,
         goal=goal,
         context=context,
         created_by=actor,
@@ -154,7 +158,7 @@ def run_cancel(*, run: Run, actor: AbstractBaseUser | None) -> Run:
         run_transition(
             run_id=run.id,
             to=Run.Status.CANCELLED,
-            only_from=(Run.Status.QUEUED, Run.Status.PAUSED),
+            only_from=(Run.Status.QUEUED, Run.Status.PAUSED, Run.Status.AWAITING_APPROVAL),
             stop_reason=Run.StopReason.CANCELLED,
             event_data={"by": _username(actor)},
         )
@@ -254,7 +258,7 @@ def run_rerun(*, run: Run, actor: AbstractBaseUser | None) -> Run:
     """A new run with the same goal, context and frozen configuration as `run`."""
     new = Run.objects.create(
         organization_id=run.organization_id, agent_id=run.agent_id, config=run.config, goal=run.goal,
-        context=run.context, created_by=actor,
+        context=run.context, created_by=actor, dry_run=run.dry_run,
     )
     events.record(run_id=new.id, type=RunEvent.Type.STATUS, data={"status": Run.Status.QUEUED, "rerun_of": str(run.id)})
     _enqueue(new.id)
@@ -290,8 +294,12 @@ def runs_watchdog() -> dict[str, int]:
     now = timezone.now()
     lease = timedelta(seconds=settings.RUN_LEASE_SECONDS)
     counts = {"requeued": 0, "reenqueued": 0, "timed_out": 0}
+    from agents.approvals import approvals_expire
+
+    counts["approvals_expired"] = approvals_expire()
     for run_id, deadline in Run.objects.filter(
-        status__in=[Run.Status.QUEUED, Run.Status.RUNNING, Run.Status.PAUSED], deadline_at__lt=now - lease
+        status__in=[Run.Status.QUEUED, Run.Status.RUNNING, Run.Status.PAUSED, Run.Status.AWAITING_APPROVAL],
+        deadline_at__lt=now - lease,
     ).values_list("id", "deadline_at"):
         if run_transition(
             run_id=run_id, to=Run.Status.TIMED_OUT, stop_reason=Run.StopReason.TIMEOUT, lease_holder="",

@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from accounts.api import TokenView
-from agents.api import AgentViewSet, ModelListView, RunViewSet
+from agents.api import AgentViewSet, ApprovalViewSet, ModelListView, RunViewSet
 from config import health
 from integrations.api import ToolListView
 
@@ -14,6 +14,7 @@ router = SimpleRouter()
 router.trailing_slash = "/?"  # documented paths have no slash; accept both rather than redirect POSTs
 router.register("agents", AgentViewSet, basename="agent")
 router.register("runs", RunViewSet, basename="run")
+router.register("approvals", ApprovalViewSet, basename="approval")
 
 api_patterns = [
     path("auth/token", TokenView.as_view(), name="api-token"),

@@ -88,7 +88,7 @@ def test_a_read_call_caught_mid_call_is_repeated(make_agent, owner):
 
 def test_a_write_call_caught_mid_call_pauses_for_a_person_and_is_not_repeated(make_agent, owner):
     scripted.NOTES.clear()
-    agent = make_agent(model="scripted-notes", tools=["append_note"])
+    agent = make_agent(model="scripted-notes", tools=["append_note"], tool_policies={"append_note": "auto"})
     run = services.run_start(agent=agent, goal="Two notes", actor=owner)
     _crash_after(run, thoughts=1, started_not_ended=True, tool="append_note")
 
@@ -113,7 +113,7 @@ def test_a_write_call_caught_mid_call_pauses_for_a_person_and_is_not_repeated(ma
 
 def test_an_approved_retry_runs_the_uncertain_write_once(make_agent, owner):
     scripted.NOTES.clear()
-    agent = make_agent(model="scripted-notes", tools=["append_note"])
+    agent = make_agent(model="scripted-notes", tools=["append_note"], tool_policies={"append_note": "auto"})
     run = services.run_start(agent=agent, goal="Two notes", actor=owner)
     _crash_after(run, thoughts=1, started_not_ended=True, tool="append_note")
     loop.execute_run(run.id)

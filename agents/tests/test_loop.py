@@ -72,6 +72,7 @@ def test_it_stops_at_max_steps_with_the_trace_kept(make_agent, owner):
     assert "3 steps" in run.error
 
 
+@pytest.mark.django_db(transaction=True)  # the lease heartbeat thread must see the run
 def test_it_times_out_at_the_deadline(make_agent, owner):
     agent = make_agent(model="scripted-slow", max_steps=50)
     run = services.run_start(agent=agent, goal="Loop slowly", actor=owner)
