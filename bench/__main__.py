@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stack.setup_django()
     stack.prepare_database()
-    from bench import api_load, engine, load, peer_langgraph, report, seed
+    from bench import api_load, crash, engine, load, peer_langgraph, report, seed
 
     results: dict = {"mode": "quick" if quick else "full", "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                      "machine": _machine(), "scenarios": {}}
@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             say("6 API under data: driving 100 requests/s")
             scenarios["api_load"] = api_load.drive(live.url, token, rate=100, seconds=15 if quick else 60)
 
+    if "7" not in args.skip:
+        say("7 crash recovery: 20 runs, a worker killed with SIGKILL three times")
+        scenarios["crash_recovery"] = crash.crash_recovery(stack.Stack)
+
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     markdown, verdicts = report.render(results)
     results["targets"] = verdicts
@@ -125,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     (HERE / "RESULTS.md").write_text(markdown)
     say(f"wrote {HERE / 'RESULTS.md'}")
     failed_runs = sum(v.get("failed", 0) for k, v in scenarios.items() if k.startswith("concurrency_"))
-    return 1 if failed_runs else 0
+    crashed = scenarios.get("crash_recovery", {})
+    broken = crashed and (not crashed["all_ended"] or crashed["runs_with_duplicates"])
+    return 1 if failed_runs or broken else 0
 
 
 if __name__ == "__main__":

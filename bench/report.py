@@ -53,6 +53,11 @@ def targets(results: dict) -> list[dict]:
         p95 = _get(s, key, "first_worker_event", "p95")
         if p95 is not None:
             add(f"Time to first event p95 ≤ {limit * 1000:.0f} ms {label}", _ms(p95), p95 <= limit)
+    crash = s.get("crash_recovery")
+    if crash:
+        add("Crash recovery: 20 runs, worker killed 3×: all end, no duplicated step",
+            f"{crash['outcomes']}, duplicates in {len(crash['runs_with_duplicates'])} runs",
+            crash["all_ended"] and not crash["runs_with_duplicates"])
     load = s.get("api_load") or {}
     for endpoint, figures in (load.get("endpoints") or {}).items():
         if endpoint == "all" or figures.get("p95_ms") is None:
@@ -158,6 +163,19 @@ def render(results: dict) -> tuple[str, list[dict]]:
         w("")
     if s.get("query_counts"):
         w("Queries per request: `" + str(s["query_counts"]) + "`\n")
+    crash = s.get("crash_recovery")
+    if crash:
+        w("## 7. Crash recovery (issue: durable runs)\n")
+        w(f"{crash['runs']} runs of 12 model calls at 0.5 s on two worker processes with celery-beat running the "
+          f"watchdog; lease {crash['lease_seconds']:g} s. A worker was killed with SIGKILL three times and replaced.\n")
+        w("| kill | worker pid | runs it held |\n|---|---|---|")
+        for n, kill in enumerate(crash["kills"], start=1):
+            w(f"| {n} | {kill['pid']} | {kill['runs_held']} |")
+        k = crash["kill_to_resume"]
+        w(f"\nOutcomes: {crash['outcomes']}; runs with a duplicated step or event: "
+          f"{len(crash['runs_with_duplicates'])}; most claims of one run: {crash['max_attempts']}.\n")
+        w(f"Time from kill to the run resuming on another worker: median {k['median']:.2f} s, p95 {k['p95']:.2f} s, "
+          f"max {k['max']:.2f} s over {k['n']} runs (bounded by the lease plus one watchdog tick).\n")
     notes = results.get("notes")
     if notes:
         w("## Notes\n")

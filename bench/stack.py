@@ -54,6 +54,7 @@ class Stack:
     # connection back before every model call, so small pools serve hundreds of runs.
     web_pool: int = 4
     worker_pool: int = 16
+    beat: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
     url: str = ""
     ws_url: str = ""
@@ -75,20 +76,19 @@ class Stack:
         return env
 
     def __enter__(self) -> Stack:
-        from django.conf import settings
 
         LOGS.mkdir(parents=True, exist_ok=True)
         port = free_port()
         env = self.env()
         self.url, self.ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
+        self._port = port
         for index in range(self.worker_processes):
-            self.processes[f"worker{index}"] = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "threads",
-                 "--concurrency", str(self.worker_concurrency), "--queues", settings.CELERY_TASK_DEFAULT_QUEUE,
-                 "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
-                 "--hostname", f"bench-{port}-{index}@%h"],
-                cwd=ROOT, env=env | {"AGENTRY_DB_POOL_MAX": str(self.worker_pool)},
-                stdout=open(LOGS / "worker.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+            self.start_worker(index)
+        if self.beat:
+            self.processes["beat"] = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "WARNING",
+                 "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"],
+                cwd=ROOT, env=env, stdout=open(LOGS / "beat.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
             )
         self.processes["web"] = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
@@ -117,6 +117,26 @@ class Stack:
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+    def start_worker(self, index: int) -> subprocess.Popen:
+        from django.conf import settings
+
+        self.processes[f"worker{index}"] = process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "threads",
+             "--concurrency", str(self.worker_concurrency), "--queues", settings.CELERY_TASK_DEFAULT_QUEUE,
+             "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
+             "--hostname", f"bench-{self._port}-{index}-{time.monotonic_ns()}@%h"],
+            cwd=ROOT, env=self.env() | {"AGENTRY_DB_POOL_MAX": str(self.worker_pool)},
+            stdout=open(LOGS / "worker.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        )
+        return process
+
+    def kill_worker(self, index: int) -> int:
+        """kill -9, as a crashed host would; returns the pid."""
+        process = self.processes[f"worker{index}"]
+        process.kill()
+        process.wait(10)
+        return process.pid
 
     def rss_bytes(self) -> int:
         """Resident memory of the app's processes (web, worker and their children)."""
