@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db import close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.utils import timezone
 
 from agents import approvals, events, leases, services
@@ -106,6 +106,12 @@ def _execute(run: Run, lease: leases.Lease) -> None:
         answer = _loop(ctx)
     except (_Stop, LeaseLost, ModelError, LookupError) as exc:
         _stopped(run, lease, exc)
+    except (OperationalError, InterfaceError):
+        # The database went away (restart, failover, network). Not the run's fault and nothing we
+        # can record now: leave it; its lease expires and a worker resumes it from the stored events.
+        logger.warning("run %s: database unavailable; leaving it for takeover after the lease", run.id,
+                       exc_info=True)
+        close_old_connections()
     except Exception as exc:
         logger.exception("run %s crashed", run.id)
         close_old_connections()

@@ -173,7 +173,9 @@ def _username(actor) -> str:
 def _enqueue(run_id) -> None:
     from agents.tasks import execute_run
 
-    transaction.on_commit(lambda: execute_run.delay(str(run_id)))
+    # robust: if Redis is down the run is still saved (the caller gets its 201), and the watchdog
+    # enqueues queued runs that no worker picked up.
+    transaction.on_commit(lambda: execute_run.delay(str(run_id)), robust=True)
 
 
 def run_pause(*, run: Run, actor: AbstractBaseUser | None) -> Run:
