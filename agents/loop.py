@@ -290,7 +290,8 @@ def _act(ctx: _Context, call: ToolCall, step: int, *, started: dict | None) -> C
     arguments = call.arguments
     if started:
         # Caught mid-call by a crash: repeat a read; a write waits for a person's decision.
-        if tool is not None and tool.side_effect == SideEffect.WRITE and not started.get("approved_retry"):
+        uncertain = tool is not None and tool.side_effect == SideEffect.WRITE and not tool.idempotent
+        if uncertain and not started.get("approved_retry"):
             raise _Stop(Status.PAUSED, "", f"uncertain_write:{call.id}")
         arguments = started.get("arguments", arguments)
         if not started.get("approved_retry"):

@@ -37,6 +37,9 @@ class Tool:
     # Waits on the network or disk. The run loop hands its database connection back before
     # calling such a tool; a pure computation keeps it (handing back costs a pool round trip).
     io_bound: bool = True
+    # A write tool that passes an idempotency key to the service it calls (so a repeat is harmless)
+    # may be repeated after a crash instead of pausing the run for a person.
+    idempotent: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +49,7 @@ class Tool:
             "side_effect": self.side_effect.value,
             "timeout_seconds": self.timeout_seconds,
             "io_bound": self.io_bound,
+            "idempotent": self.idempotent,
         }
 
 
@@ -78,6 +82,7 @@ def tool(
     side_effect: SideEffect,
     timeout_seconds: float,
     io_bound: bool = True,
+    idempotent: bool = False,
 ) -> Callable[[Callable[..., str]], Tool]:
     def decorate(func: Callable[..., str]) -> Tool:
         return register(
@@ -89,6 +94,7 @@ def tool(
                 timeout_seconds=timeout_seconds,
                 func=func,
                 io_bound=io_bound,
+                idempotent=idempotent,
             )
         )
 

@@ -269,3 +269,25 @@ def test_the_watchdog_requeues_runs_whose_worker_stopped_renewing(make_agent, ow
     Run.objects.filter(id=run.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
 
     assert services.runs_watchdog()["requeued"] == 1
+
+
+def test_an_idempotent_write_tool_is_simply_repeated_after_a_crash(make_agent, owner):
+    from dataclasses import replace
+
+    from integrations import tools
+
+    original = tools.get("append_note")
+    tools._REGISTRY["append_note"] = replace(original, idempotent=True)
+    try:
+        scripted.NOTES.clear()
+        agent = make_agent(model="scripted-notes", tools=["append_note"], tool_policies={"append_note": "auto"})
+        run = services.run_start(agent=agent, goal="Two notes", actor=owner)
+        _crash_after(run, thoughts=1, started_not_ended=True, tool="append_note")
+
+        loop.execute_run(run.id)
+    finally:
+        tools._REGISTRY["append_note"] = original
+
+    run.refresh_from_db()
+    assert run.status == Run.Status.SUCCEEDED
+    assert scripted.NOTES == ["note 0", "note 1"]
