@@ -260,7 +260,7 @@ class RunViewSet(OrganizationScoped, mixins.ListModelMixin, mixins.RetrieveModel
             (200, "text/event-stream"): OpenApiResponse(
                 response=OpenApiTypes.STR,
                 description="Server-Sent Events: `id:` is the sequence number (Last-Event-ID resumes), "
-                "`event:` one of status, thought, tool_start, tool_end, final_answer, error. "
+                "`event:` one of status, thought, tool_start, tool_end, final_answer, error, approval. "
                 "The stream ends after the run's final status."
             ),
         },

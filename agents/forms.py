@@ -4,6 +4,7 @@ serializers the API uses, so a rule changes in one place and the browser and API
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -13,6 +14,10 @@ from agents.llm import registry as model_registry
 from agents.models import MAX_STEPS_LIMIT, TIMEOUT_LIMIT_SECONDS, Agent
 from agents.serializers import AgentSerializer, RunCreateSerializer
 from integrations import tools as tool_registry
+from integrations.tools import SideEffect
+
+POLICY_PREFIX = "policy_"
+MAX_TOKENS_LIMIT = 100_000_000
 
 
 def _copy_errors(form: forms.Form, errors: dict[str, Any]) -> None:
@@ -46,6 +51,35 @@ class AgentForm(forms.Form):
         label="Timeout (seconds)",
         help_text=f"Wall-clock limit per run, 5–{TIMEOUT_LIMIT_SECONDS}.",
     )
+    max_tokens = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_TOKENS_LIMIT,
+        label="Token budget",
+        help_text="Input + output tokens per run; the run stops when it is used up.",
+        widget=forms.NumberInput(attrs={"placeholder": "no limit"}),
+    )
+    max_cost_usd = forms.DecimalField(
+        required=False,
+        min_value=Decimal("0.0001"),
+        max_digits=10,
+        decimal_places=4,
+        label="Cost budget (USD)",
+        help_text="Model spend per run, in US dollars.",
+        widget=forms.NumberInput(attrs={"placeholder": "no limit", "step": "0.0001"}),
+    )
+    approval_timeout_seconds = forms.IntegerField(
+        min_value=60,
+        max_value=7 * 24 * 3600,
+        initial=3600,
+        label="Approval timeout (seconds)",
+        help_text="How long a tool call waits for a person, 60–604800 (a week).",
+    )
+    approval_expiry_outcome = forms.ChoiceField(
+        choices=Agent.ExpiryOutcome.choices,
+        initial=Agent.ExpiryOutcome.REJECT,
+        label="When nobody decides in time",
+    )
 
     def __init__(self, *args: Any, instance: Agent | None = None, **kwargs: Any) -> None:
         self.instance = instance
@@ -58,7 +92,11 @@ class AgentForm(forms.Form):
                 "tools": list(instance.tools),
                 "max_steps": instance.max_steps,
                 "timeout_seconds": instance.timeout_seconds,
-            }
+                "max_tokens": instance.max_tokens,
+                "max_cost_usd": instance.max_cost_usd,
+                "approval_timeout_seconds": instance.approval_timeout_seconds,
+                "approval_expiry_outcome": instance.approval_expiry_outcome,
+            } | {POLICY_PREFIX + tool: policy for tool, policy in (instance.tool_policies or {}).items()}
         super().__init__(*args, **kwargs)
         self.validated_data: dict[str, Any] = {}
 
@@ -73,9 +111,17 @@ class AgentForm(forms.Form):
 
         self._tools = tool_registry.all_tools()
         self.fields["tools"].choices = [(t.name, t.name) for t in self._tools]
+        for t in self._tools:
+            default = Agent.Policy.ASK if t.side_effect == SideEffect.WRITE else Agent.Policy.AUTO
+            self.fields[POLICY_PREFIX + t.name] = forms.ChoiceField(
+                required=False,
+                label=f"Policy for {t.name}",
+                choices=[("", f"Default: {default.label.lower()}"), *Agent.Policy.choices],
+            )
 
     def tool_options(self) -> list[dict[str, Any]]:
-        """The tool checkboxes with what a person needs to choose them: description and side effect."""
+        """The tool checkboxes with what a person needs to choose them: description, side effect
+        and the policy select that goes with each."""
         selected = set(self["tools"].value() or [])
         return [
             {
@@ -85,6 +131,7 @@ class AgentForm(forms.Form):
                 "side_effect_label": t.side_effect.label,
                 "checked": t.name in selected,
                 "id": f"id_tools_{index}",
+                "policy": self[POLICY_PREFIX + t.name],
             }
             for index, t in enumerate(self._tools)
         ]
@@ -93,7 +140,13 @@ class AgentForm(forms.Form):
         cleaned = super().clean()
         if self.errors:
             return cleaned
-        serializer = AgentSerializer(instance=self.instance, data=cleaned)
+        # A policy only means something for a ticked tool; "default" is the absence of one.
+        tools = set(cleaned.get("tools") or [])
+        chosen = {key.removeprefix(POLICY_PREFIX): cleaned.pop(key)
+                  for key in [k for k in cleaned if k.startswith(POLICY_PREFIX)]}
+        policies = {name: policy for name, policy in chosen.items() if policy and name in tools}
+        data = dict(cleaned, tool_policies=policies)
+        serializer = AgentSerializer(instance=self.instance, data=data)
         if serializer.is_valid():
             self.validated_data = dict(serializer.validated_data)
         else:
@@ -111,10 +164,48 @@ class RunForm(forms.Form):
         label="Context (JSON, optional)",
         help_text="A JSON object the agent receives with the goal.",
     )
+    # Per-run limits: left empty, the agent's own apply.
+    max_steps = forms.IntegerField(required=False, min_value=1, max_value=MAX_STEPS_LIMIT, label="Max steps")
+    timeout_seconds = forms.IntegerField(
+        required=False, min_value=5, max_value=TIMEOUT_LIMIT_SECONDS, label="Timeout (seconds)"
+    )
+    max_tokens = forms.IntegerField(required=False, min_value=1, max_value=MAX_TOKENS_LIMIT, label="Token budget")
+    max_cost_usd = forms.DecimalField(
+        required=False, min_value=Decimal("0.0001"), max_digits=10, decimal_places=4, label="Cost budget (USD)",
+        widget=forms.NumberInput(attrs={"step": "0.0001"}),
+    )
+    dry_run = forms.BooleanField(
+        required=False,
+        label="Dry run",
+        help_text="Read tools run for real; write tools are simulated and nothing needs approval.",
+    )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    LIMITS = ("max_steps", "timeout_seconds", "max_tokens", "max_cost_usd")
+
+    def __init__(self, *args: Any, agent: Agent | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.validated_data: dict[str, Any] = {}
+        if agent is not None:
+            # The agent's value is what an empty field means.
+            defaults = {
+                "max_steps": agent.max_steps,
+                "timeout_seconds": agent.timeout_seconds,
+                "max_tokens": agent.max_tokens,
+                "max_cost_usd": agent.max_cost_usd,
+            }
+            for name, value in defaults.items():
+                if isinstance(value, Decimal):
+                    value = f"{value.normalize():f}"
+                self.fields[name].widget.attrs["placeholder"] = (
+                    f"agent's: {value}" if value is not None else "agent's: no limit"
+                )
+
+    def limit_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.LIMITS]
+
+    @property
+    def limits_changed(self) -> bool:
+        return any(self[name].value() not in (None, "") or self[name].errors for name in self.LIMITS)
 
     def clean_context(self) -> dict | None:
         raw = self.cleaned_data.get("context", "").strip()
@@ -134,9 +225,38 @@ class RunForm(forms.Form):
         cleaned = super().clean()
         if self.errors:
             return cleaned
-        serializer = RunCreateSerializer(data={"goal": cleaned["goal"], "context": cleaned.get("context")})
+        data = {"goal": cleaned["goal"], "context": cleaned.get("context"), "dry_run": cleaned.get("dry_run", False)}
+        data |= {name: cleaned[name] for name in self.LIMITS if cleaned.get(name) is not None}
+        serializer = RunCreateSerializer(data=data)
         if serializer.is_valid():
-            self.validated_data = dict(serializer.validated_data)
+            goal, context, limits, dry_run = serializer.split()
+            self.validated_data = {"goal": goal, "context": context, "limits": limits, "dry_run": dry_run}
         else:
             _copy_errors(self, serializer.errors)
         return cleaned
+
+
+class ApprovalDecisionForm(forms.Form):
+    """Approve, approve with edited arguments, or reject. The arguments are checked against the
+    tool's schema by `approvals.approval_decide`; this form only makes sure they are a JSON object."""
+
+    decision = forms.ChoiceField(choices=[("approve", "Approve"), ("edit", "Approve with edits"),
+                                          ("reject", "Reject")])
+    arguments = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 5, "spellcheck": "false"}))
+    message = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def clean_arguments(self) -> dict | None:
+        if self.data.get("decision") != "edit":
+            return None
+        raw = self.cleaned_data.get("arguments", "").strip()
+        if not raw:
+            raise forms.ValidationError("Give the arguments to run the tool with, as a JSON object.")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(
+                f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
+            ) from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError('The arguments must be a JSON object, like {"key": "value"}.')
+        return value

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 HOLDER = f"{socket.gethostname()}:{os.getpid()}"
 
 _CLAIM = """
+WITH before AS (SELECT id, status FROM agents_run WHERE id = %s FOR UPDATE)
 UPDATE agents_run
    SET status = 'running',
        lease_holder = %s,
@@ -30,9 +31,10 @@ UPDATE agents_run
        pause_requested_at = NULL,
        started_at = COALESCE(started_at, now()),
        deadline_at = COALESCE(deadline_at, now() + make_interval(secs => (config->>'timeout_seconds')::int))
- WHERE id = %s
-   AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now()))
-RETURNING lease_token, attempts
+  FROM before
+ WHERE agents_run.id = before.id
+   AND (agents_run.status = 'queued' OR (agents_run.status = 'running' AND agents_run.lease_expires_at < now()))
+RETURNING agents_run.lease_token, agents_run.attempts, before.status = 'running' AS takeover
 """
 
 _RENEW = """
@@ -52,14 +54,15 @@ class LeaseLost(Exception):
 class Lease:
     token: int
     attempt: int
+    takeover: bool = False  # taken from a worker whose lease expired, not picked up from the queue
 
 
 def claim(run_id) -> Lease | None:
     """Take a queued run, or a running one whose owner stopped renewing. None if not ours to take."""
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM, [HOLDER, settings.RUN_LEASE_SECONDS, run_id])
+        cursor.execute(_CLAIM, [run_id, HOLDER, settings.RUN_LEASE_SECONDS])
         row = cursor.fetchone()
-    return Lease(token=row[0], attempt=row[1]) if row else None
+    return Lease(token=row[0], attempt=row[1], takeover=row[2]) if row else None
 
 
 class Keeper:

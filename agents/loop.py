@@ -98,7 +98,9 @@ def execute_run(run_id) -> None:
 
 
 def _execute(run: Run, lease: leases.Lease) -> None:
-    data = {"status": Status.RUNNING} | ({"resumed": True, "attempt": lease.attempt} if lease.attempt > 1 else {})
+    data = {"status": Status.RUNNING}
+    if lease.attempt > 1:
+        data |= {"resumed": True, "attempt": lease.attempt, "takeover": lease.takeover}
     if events.record_many(run_id=run.id, items=[(Type.STATUS, data)], lease_token=lease.token) is None:
         raise LeaseLost(run.id)
     try:
@@ -309,7 +311,8 @@ def _act(ctx: _Context, call: ToolCall, step: int, *, started: dict | None) -> C
             reason = "expired before anyone decided" if approval.status == Approval.Status.EXPIRED else (
                 f"rejected by {who}" + (f": {approval.message}" if approval.message else ""))
             return _observe(ctx, call, step, tool_registry.ToolResult(
-                output=f"Error: the call to {call.name} was not run; it was {reason}.", is_error=True, duration_ms=0))
+                output=f"Error: the call to {call.name} was not run; it was {reason.rstrip('.')}.", is_error=True,
+                duration_ms=0))
         arguments = approval.effective_arguments
         ctx.write([_tool_start(call, step, arguments=arguments, approved_by=who_decided(approval))])
     elif started is None:

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from agents import events
-from agents.models import Agent, Run, RunEvent
+from agents.models import Agent, Approval, Run, RunEvent
 
 # Every status transition the system allows, in one place.
 # (A worker taking over a running run whose lease expired is a claim, not a transition: leases.py.)
@@ -154,6 +154,11 @@ def run_cancel(*, run: Run, actor: AbstractBaseUser | None) -> Run:
         raise InvalidTransition(f"Run is already {run.status}.")
     with transaction.atomic():
         Run.objects.filter(id=run.id, cancel_requested_at__isnull=True).update(cancel_requested_at=timezone.now())
+        # Nobody should be asked to decide about a call of a cancelled run.
+        Approval.objects.filter(run_id=run.id, status=Approval.Status.PENDING).update(
+            status=Approval.Status.REJECTED, message="The run was cancelled.", decided_by=actor,
+            decided_at=timezone.now(),
+        )
         # No worker is there to notice the request, so it ends here.
         run_transition(
             run_id=run.id,

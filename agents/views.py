@@ -19,20 +19,23 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
-from django.utils.timesince import timesince
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.timesince import timesince, timeuntil
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import Organization
 from accounts.selectors import organization_for_request
-from agents import selectors, services
-from agents.forms import AgentForm, RunForm
+from agents import approvals, selectors, services
+from agents.forms import AgentForm, ApprovalDecisionForm, RunForm
 from agents.llm import registry as model_registry
-from agents.models import Agent, Run, RunEvent
+from agents.models import Agent, Approval, Run, RunEvent
 from integrations import tools as tool_registry
 
 PAGE_SIZE = 20
 RECENT_RUNS = 10
 TERMINAL_STATUSES = {str(s) for s in Run.TERMINAL}
+UNCERTAIN_WRITE = "uncertain_write:"
+AWAITING_APPROVAL = "approval:"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -88,6 +91,15 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours} h {minutes} m"
 
 
+def format_timeout(seconds: int) -> str:
+    """A configured span in the unit it was most likely chosen in: 3600 → "1 hour"."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{seconds} s"
+
+
 def format_cost(cost: Decimal | int | float) -> str:
     cost = Decimal(str(cost))
     if cost == 0:
@@ -95,6 +107,14 @@ def format_cost(cost: Decimal | int | float) -> str:
     if cost < Decimal("0.01"):
         return f"${cost:.6f}"
     return f"${cost:.4f}"
+
+
+def format_budget(amount: Decimal | str | None) -> str:
+    """A configured dollar budget as written: $0.25, $2.00, $0.0001."""
+    if amount in (None, ""):
+        return ""
+    value = Decimal(str(amount)).normalize()
+    return f"${value:.2f}" if -value.as_tuple().exponent <= 2 else f"${value:f}"
 
 
 def format_ago(moment: datetime | None) -> str:
@@ -230,6 +250,17 @@ def agent_delete(request: HttpRequest, agent_id: uuid.UUID) -> HttpResponse:
     return render(request, "agents/agent_confirm_delete.html", context)
 
 
+def _tool_policy_rows(tools: list[str], policies: dict[str, str], catalog: dict[str, dict[str, str]]) -> list[dict]:
+    """Each tool with the policy that applies to it and whether that is the default."""
+    rows = []
+    for chip in _tool_chips(tools, catalog):
+        explicit = (policies or {}).get(chip["name"])
+        default = Agent.Policy.ASK if chip["side_effect"] == "write" else Agent.Policy.AUTO
+        policy = Agent.Policy(explicit) if explicit in Agent.Policy.values else default
+        rows.append(chip | {"policy": policy.value, "policy_label": policy.label, "is_default": not explicit})
+    return rows
+
+
 def _render_agent_detail(
     request: HttpRequest, organization: Organization, agent: Agent, run_form: RunForm
 ) -> HttpResponse:
@@ -237,10 +268,14 @@ def _render_agent_detail(
     agent.model_display = model_registry.model_label(agent.model)
     agent.is_demo = agent.model == model_registry.DEMO_MODEL.id
     agent.model_available = model_registry.is_available(agent.model)
+    catalog = _tool_catalog()
     context = {
         "organization": organization,
         "agent": agent,
-        "tool_chips": _tool_chips(agent.tools, _tool_catalog()),
+        "tool_chips": _tool_chips(agent.tools, catalog),
+        "tool_policies": _tool_policy_rows(agent.tools, agent.tool_policies, catalog),
+        "approval_timeout_display": format_timeout(agent.approval_timeout_seconds),
+        "max_cost_display": format_budget(agent.max_cost_usd),
         "run_form": run_form,
         "recent_runs": recent,
     }
@@ -252,7 +287,7 @@ def _render_agent_detail(
 def agent_detail(request: HttpRequest, agent_id: uuid.UUID) -> HttpResponse:
     organization = _organization(request)
     agent = _agent_or_404(organization, agent_id)
-    return _render_agent_detail(request, organization, agent, RunForm())
+    return _render_agent_detail(request, organization, agent, RunForm(agent=agent))
 
 
 @login_required
@@ -260,10 +295,16 @@ def agent_detail(request: HttpRequest, agent_id: uuid.UUID) -> HttpResponse:
 def agent_run(request: HttpRequest, agent_id: uuid.UUID) -> HttpResponse:
     organization = _organization(request)
     agent = _agent_or_404(organization, agent_id)
-    form = RunForm(request.POST)
+    data = request.POST.copy()
+    if request.POST.get("test"):
+        # The Test button: the same form, always a dry run.
+        data["dry_run"] = "on"
+    form = RunForm(data, agent=agent)
     if not form.is_valid():
         return _render_agent_detail(request, organization, agent, form)
     run = services.run_start(agent=agent, actor=request.user, **form.validated_data)
+    if run.dry_run:
+        messages.info(request, "Dry run started: read tools run for real, write tools are only simulated.")
     return redirect("agents:run-detail", run_id=run.id)
 
 
@@ -300,18 +341,71 @@ def run_list(request: HttpRequest) -> HttpResponse:
     return _full_or_fragment(request, "runs/run_list.html", "runs/_run_results.html", context)
 
 
+def _pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+def pause_reason_text(reason: str, *, history: bool = False) -> str:
+    """A run's pause reason in plain words (the stored value is for machines). `history`: as the
+    timeline tells it, after the fact."""
+    if reason.startswith(UNCERTAIN_WRITE):
+        if history:
+            return "The worker stopped in the middle of a write call; a person decides whether to run it again."
+        return "The worker stopped in the middle of a write call — decide: Retry or Skip."
+    if reason.startswith(AWAITING_APPROVAL):
+        return "Waiting for approval." if history else "Waiting for your approval."
+    return reason
+
+
+def _status_note(data: dict[str, Any], previous: str = "") -> str:
+    """What a status event says beyond the status: who did it, and how the run got there.
+    `previous` is the status before this one. static/js/run.js (statusNote) mirrors this."""
+    parts = []
+    if data.get("attempt"):
+        # Running straight after running: the first worker's lease ran out and another took over.
+        # After queued it is an ordinary pick-up (a resume, a retry, an approval).
+        if previous == Run.Status.RUNNING:
+            parts.append(f"resumed on another worker (attempt {data['attempt']})")
+        else:
+            parts.append(f"picked up again (attempt {data['attempt']})")
+    elif data.get("resumed"):
+        parts.append("resumed")
+    if data.get("retry"):
+        parts.append("retried")
+    if data.get("decision") == "retry":
+        parts.append("the interrupted call runs again")
+    elif data.get("decision") == "skip":
+        parts.append("the interrupted call is not repeated")
+    if data.get("by"):
+        parts.append(f"by {data['by']}")
+    return " ".join(parts)
+
+
+def _tool_start_note(data: dict[str, Any]) -> str:
+    if data.get("approved_retry"):
+        return f"run again after a crash, as {data.get('approved_by') or 'someone'} decided"
+    notes = []
+    if data.get("retry"):
+        notes.append("retried after a crash")
+    if data.get("approved_by"):
+        notes.append(f"approved by {data['approved_by']}")
+    return " · ".join(notes)
+
+
 def _timeline(events: list[RunEvent]) -> list[dict[str, Any]]:
     """Events as timeline items; a tool call learns its outcome from the result with its call_id."""
     ends = {e.data.get("call_id"): e for e in events if e.type == RunEvent.Type.TOOL_END}
     answers = {(e.data.get("step"), e.data.get("content")) for e in events if e.type == RunEvent.Type.FINAL_ANSWER}
     items = []
+    previous_status = ""
     for event in events:
         data = event.data or {}
         item: dict[str, Any] = {"seq": event.seq, "type": event.type, "data": data, "created_at": event.created_at}
         if event.type == RunEvent.Type.TOOL_START:
-            item["arguments_json"] = json.dumps(data.get("arguments"), indent=2, ensure_ascii=False, sort_keys=True)
+            item["arguments_json"] = _pretty_json(data.get("arguments"))
             end = ends.get(data.get("call_id"))
             item["end"] = end.data if end else None
+            item["note"] = _tool_start_note(data)
         elif event.type == RunEvent.Type.THOUGHT:
             # The last thought's text is the final answer; it is shown once, in the answer item.
             item["is_answer"] = bool(data.get("content")) and (data.get("step"), data.get("content")) in answers
@@ -320,6 +414,16 @@ def _timeline(events: list[RunEvent]) -> list[dict[str, Any]]:
             item["stop_reason_label"] = (
                 Run.StopReason(data["stop_reason"]).label if data.get("stop_reason") in Run.StopReason.values else ""
             )
+            item["note"] = _status_note(data, previous_status)
+            item["pause_text"] = pause_reason_text(data.get("pause_reason") or "", history=True)
+            item["is_approval_wait"] = data.get("status") == Run.Status.AWAITING_APPROVAL
+            previous_status = data.get("status", "")
+        elif event.type == RunEvent.Type.APPROVAL:
+            item["arguments_json"] = _pretty_json(data.get("arguments"))
+            if data.get("edited_arguments") is not None:
+                item["edited_arguments_json"] = _pretty_json(data.get("edited_arguments"))
+            expires = data.get("expires_at")
+            item["expires_at"] = datetime.fromisoformat(expires) if expires else None
         items.append(item)
     return items
 
@@ -335,7 +439,92 @@ def _usage_from_events(events: list[RunEvent]) -> dict[str, Any]:
     return totals
 
 
-def _summary_context(run: Run, events: list[RunEvent] | None = None) -> dict[str, Any]:
+def _waiting_for(approval: Approval) -> str:
+    agent = approval.run.agent
+    owner = agent.created_by.get_username() if agent is not None and agent.created_by is not None else ""
+    return f"Waiting for {owner} or an admin to decide." if owner else "Waiting for an organization admin to decide."
+
+
+def _decorate_approval(approval: Approval, user, form: ApprovalDecisionForm | None = None) -> Approval:
+    approval.arguments_json = _pretty_json(approval.arguments)
+    approval.edited_arguments_json = (
+        _pretty_json(approval.edited_arguments) if approval.edited_arguments is not None else ""
+    )
+    approval.is_pending = approval.status == Approval.Status.PENDING
+    approval.run_finished = approval.run.is_finished
+    approval.actionable = (
+        approval.is_pending and not approval.run_finished and approvals.can_decide(user=user, approval=approval)
+    )
+    approval.waiting_for = _waiting_for(approval)
+    approval.agent_name = (approval.run.config or {}).get("name", "")
+    approval.expires_in = timeuntil(approval.expires_at) if approval.expires_at > timezone.now() else ""
+    tool = tool_registry.get(approval.tool)
+    approval.side_effect = tool.side_effect.value if tool else "missing"
+    approval.form = form or ApprovalDecisionForm(initial={"arguments": approval.arguments_json})
+    return approval
+
+
+def _uncertain_call(run: Run) -> dict[str, Any] | None:
+    """The write call a crash interrupted, as its tool_start event recorded it."""
+    if run.status != Run.Status.PAUSED or not run.pause_reason.startswith(UNCERTAIN_WRITE):
+        return None
+    call_id = run.pause_reason[len(UNCERTAIN_WRITE):]
+    start = (
+        RunEvent.objects.filter(run=run, type=RunEvent.Type.TOOL_START, data__call_id=call_id).order_by("seq").last()
+    )
+    data = start.data if start else {}
+    return {
+        "call_id": call_id,
+        "tool": data.get("tool", "unknown tool"),
+        "step": data.get("step"),
+        "arguments_json": _pretty_json(data.get("arguments")) if start else "",
+        "started_at": start.created_at if start else None,
+    }
+
+
+def _controls_context(request: HttpRequest, run: Run) -> dict[str, Any]:
+    """What the run page offers a person right now: the steering buttons, what the run waits for,
+    and the approval cards. Reloaded by run.js on every status and approval event."""
+    status = run.status
+    finished = run.is_finished
+    uncertain = _uncertain_call(run)
+    pending = []
+    if not finished:
+        pending = [
+            _decorate_approval(a, request.user)
+            for a in selectors.approval_list(organization=run.organization, run_id=run.id, status="pending")
+            .select_related("run__agent__created_by")
+            .order_by("created_at", "id")
+        ]
+    notice = ""
+    if status == Run.Status.PAUSED:
+        notice = pause_reason_text(run.pause_reason) or "Paused."
+    elif status == Run.Status.AWAITING_APPROVAL:
+        if pending and not any(a.actionable for a in pending):
+            notice = "Waiting for approval. " + pending[0].waiting_for
+        else:
+            notice = "Waiting for your approval."
+    elif not finished and run.cancel_requested_at:
+        notice = "Cancellation requested; the run stops at its next step."
+    elif not finished and run.pause_requested_at:
+        notice = "Pause requested; the run pauses at its next step."
+    return {
+        "run": run,
+        "notice": notice,
+        "uncertain": uncertain,
+        "pending_approvals": pending,
+        "can_cancel": not finished,
+        "can_pause": status in (Run.Status.QUEUED, Run.Status.RUNNING) and not run.pause_requested_at
+        and not run.cancel_requested_at,
+        "can_resume": status == Run.Status.PAUSED and uncertain is None
+        and not run.pause_reason.startswith(UNCERTAIN_WRITE),
+        "can_retry": status in (Run.Status.FAILED, Run.Status.TIMED_OUT),
+        "can_rerun": finished,
+        "next_url": reverse("agents:run-detail", kwargs={"run_id": run.id}),
+    }
+
+
+def _summary_context(request: HttpRequest, run: Run, events: list[RunEvent] | None = None) -> dict[str, Any]:
     _decorate_run(run)
     if run.is_finished or events is None:
         usage = {"input_tokens": run.input_tokens, "output_tokens": run.output_tokens, "cost_usd": run.cost_usd}
@@ -345,10 +534,28 @@ def _summary_context(run: Run, events: list[RunEvent] | None = None) -> dict[str
         usage = _usage_from_events(events)
     usage["cost_display"] = format_cost(usage["cost_usd"])
     return {
-        "run": run,
+        **_controls_context(request, run),
         "usage": usage,
         "stop_reason_label": Run.StopReason(run.stop_reason).label if run.stop_reason else "",
-        "cancellable": not run.is_finished,
+    }
+
+
+def _last_status(events: list[RunEvent]) -> str:
+    for event in reversed(events):
+        if event.type == RunEvent.Type.STATUS:
+            return event.data.get("status", "")
+    return ""
+
+
+def _config_rows(run: Run) -> dict[str, Any]:
+    config = run.config or {}
+    catalog = _tool_catalog()
+    cost = config.get("max_cost_usd")
+    return {
+        "tool_policies": _tool_policy_rows(config.get("tools") or [], config.get("tool_policies") or {}, catalog),
+        "max_cost_display": format_budget(cost),
+        "approval_timeout_display": format_timeout(config["approval_timeout_seconds"])
+        if config.get("approval_timeout_seconds") else "",
     }
 
 
@@ -358,18 +565,18 @@ def run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
     organization = _organization(request)
     run = _run_or_404(organization, run_id)
     events = selectors.run_events(run=run)
-    terminal_seen = any(e.type == RunEvent.Type.STATUS and e.data.get("status") in TERMINAL_STATUSES for e in events)
+    # A retried run has an old terminal status in its trace; only the latest status counts.
+    terminal_seen = _last_status(events) in TERMINAL_STATUSES
     if terminal_seen and not run.is_finished:
         run.refresh_from_db()
     context = {
         "organization": organization,
-        **_summary_context(run, events),
+        **_summary_context(request, run, events),
+        **_config_rows(run),
         "timeline": _timeline(events),
         "last_seq": events[-1].seq if events else 0,
         "finished": run.is_finished or terminal_seen,
-        "context_json": (
-            json.dumps(run.context, indent=2, ensure_ascii=False, sort_keys=True) if run.context is not None else ""
-        ),
+        "context_json": _pretty_json(run.context) if run.context is not None else "",
         "api_url": f"/api/runs/{run.id}",
         "labels": {"status": dict(Run.Status.choices), "stop_reason": dict(Run.StopReason.choices)},
     }
@@ -382,7 +589,22 @@ def run_summary(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
     """The run page's header and answer, reloaded by htmx when the run finishes."""
     organization = _organization(request)
     run = _run_or_404(organization, run_id)
-    return render(request, "runs/_summary.html", _summary_context(run))
+    return render(request, "runs/_summary.html", _summary_context(request, run))
+
+
+@login_required
+@require_GET
+def run_controls(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    """The run page's buttons and what the run waits for (approvals, a decision), reloaded by
+    run.js whenever the run's status changes or an approval is asked for or decided."""
+    organization = _organization(request)
+    run = _run_or_404(organization, run_id)
+    _decorate_run(run)
+    return render(request, "runs/_controls.html", _controls_context(request, run))
+
+
+def _back_to_run(run: Run) -> HttpResponse:
+    return redirect(reverse("agents:run-detail", kwargs={"run_id": run.id}))
 
 
 @login_required
@@ -399,4 +621,231 @@ def run_cancel(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
             messages.success(request, "Run cancelled.")
         else:
             messages.info(request, "Cancellation requested; the run stops at its next checkpoint.")
-    return redirect(reverse("agents:run-detail", kwargs={"run_id": run.id}))
+    return _back_to_run(run)
+
+
+@login_required
+@require_POST
+def run_pause(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    organization = _organization(request)
+    run = _run_or_404(organization, run_id)
+    try:
+        run = services.run_pause(run=run, actor=request.user)
+    except services.InvalidTransition as exc:
+        messages.error(request, f"Could not pause: {exc}")
+    else:
+        if run.status == Run.Status.PAUSED:
+            messages.success(request, "Run paused. Resume it to carry on from where it stopped.")
+        else:
+            messages.info(request, "Pause requested; the run pauses at its next step.")
+    return _back_to_run(run)
+
+
+@login_required
+@require_POST
+def run_resume(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    organization = _organization(request)
+    run = _run_or_404(organization, run_id)
+    try:
+        run = services.run_resume(run=run, actor=request.user)
+    except services.InvalidTransition as exc:
+        messages.error(request, f"Could not resume: {exc}")
+    else:
+        messages.success(request, "Run resumed; it carries on from its last stored step.")
+    return _back_to_run(run)
+
+
+@login_required
+@require_POST
+def run_retry(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    organization = _organization(request)
+    run = _run_or_404(organization, run_id)
+    try:
+        run = services.run_retry(run=run, actor=request.user)
+    except services.InvalidTransition as exc:
+        messages.error(request, f"Could not retry: {exc}")
+    else:
+        messages.success(request, "Retrying from the last good step.")
+    return _back_to_run(run)
+
+
+@login_required
+@require_POST
+def run_rerun(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    organization = _organization(request)
+    run = _run_or_404(organization, run_id)
+    if not run.is_finished:
+        messages.error(request, "Could not re-run: this run hasn't finished yet.")
+        return _back_to_run(run)
+    new = services.run_rerun(run=run, actor=request.user)
+    messages.success(request, "Started a new run with the same goal, context and configuration.")
+    return _back_to_run(new)
+
+
+@login_required
+@require_POST
+def run_uncertain_write(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    organization = _organization(request)
+    run = _run_or_404(organization, run_id)
+    decision = request.POST.get("decision", "")
+    if decision not in ("retry", "skip"):
+        messages.error(request, "Choose whether to run the call again or not.")
+        return _back_to_run(run)
+    try:
+        run = services.run_resolve_uncertain_write(run=run, decision=decision, actor=request.user)
+    except services.InvalidTransition as exc:
+        messages.error(request, f"Could not decide: {exc}")
+    else:
+        messages.success(request, "The call runs again; the run carries on." if decision == "retry" else
+                         "The call is not repeated; the agent is told it may or may not have taken effect.")
+    return _back_to_run(run)
+
+
+# --------------------------------------------------------------------------- approvals
+
+APPROVAL_FILTERS = {
+    "pending": "Pending",
+    "decided": "Decided",
+    "all": "All",
+}
+
+
+def _approval_or_404(organization: Organization, approval_id: uuid.UUID) -> Approval:
+    approval = selectors.approval_get(organization=organization, approval_id=approval_id)
+    if approval is None:
+        raise Http404("No such approval.")
+    return approval
+
+
+def _pending_approvals(organization: Organization):
+    # A run cancelled while it waited leaves its approval pending until it expires; there is
+    # nothing left to decide about it, so it is neither listed nor counted.
+    return selectors.approval_list(organization=organization, status=Approval.Status.PENDING).exclude(
+        run__status__in=TERMINAL_STATUSES
+    )
+
+
+def pending_approval_count(organization: Organization) -> int:
+    return _pending_approvals(organization).count()
+
+
+@login_required
+@require_GET
+def approval_list(request: HttpRequest) -> HttpResponse:
+    organization = _organization(request)
+    show = request.GET.get("show", "pending")
+    if show not in APPROVAL_FILTERS:
+        show = "pending"
+    qs = selectors.approval_list(organization=organization)
+    if show == "pending":
+        # Soonest to expire first: that is the order they need a decision in.
+        qs = _pending_approvals(organization).order_by("expires_at", "id")
+    elif show == "decided":
+        qs = qs.exclude(status=Approval.Status.PENDING).order_by("-decided_at", "-created_at", "id")
+    qs = qs.select_related("run__agent__created_by")
+    page = _page(request, qs)
+    items = [_decorate_approval(a, request.user) for a in page.object_list]
+    for approval in items:
+        _decorate_run(approval.run)
+    context = {
+        "organization": organization,
+        "page": page,
+        "approvals": items,
+        "show": show,
+        "filters": APPROVAL_FILTERS,
+        "pending_count": pending_approval_count(organization),
+        "page_query": urlencode({"show": show}),
+        "next_url": request.get_full_path(),
+    }
+    return render(request, "agents/approval_list.html", context)
+
+
+@login_required
+@require_GET
+def approval_detail(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
+    organization = _organization(request)
+    approval = _approval_or_404(organization, approval_id)
+    return _render_approval_detail(request, organization, _decorate_approval(approval, request.user))
+
+
+def _render_approval_detail(
+    request: HttpRequest, organization: Organization, approval: Approval, next_url: str = ""
+) -> HttpResponse:
+    _decorate_run(approval.run)
+    context = {
+        "organization": organization,
+        "approval": approval,
+        "next_url": next_url or reverse("agents:approval-detail", kwargs={"approval_id": approval.id}),
+    }
+    return render(request, "agents/approval_detail.html", context)
+
+
+@login_required
+@require_GET
+def approval_badge(request: HttpRequest) -> HttpResponse:
+    """The nav's count of pending approvals; fetched (and refreshed) by htmx on every page."""
+    organization = organization_for_request(request)
+    count = pending_approval_count(organization) if organization is not None else 0
+    return render(request, "includes/approval_badge.html", {"pending_approval_count": count})
+
+
+def _safe_next(request: HttpRequest, default: str) -> str:
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                                  require_https=request.is_secure()):
+        return target
+    return default
+
+
+DECISION_DONE = {
+    "approve": "Approved: the call runs now.",
+    "edit": "Approved with your edits: the call runs with the new arguments.",
+    "reject": "Rejected: the call won't run, and the agent is told why.",
+}
+
+
+@login_required
+@require_POST
+def approval_decide(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
+    """Approve, approve with edits, or reject. htmx gets the card back (decided, or with the
+    problem shown in it); a plain form post is redirected with a message."""
+    organization = _organization(request)
+    approval = _approval_or_404(organization, approval_id)
+    if not approvals.can_decide(user=request.user, approval=approval):
+        raise PermissionDenied("Only the agent's owner or an organization admin can decide about this call.")
+    next_url = _safe_next(request, reverse("agents:run-detail", kwargs={"run_id": approval.run_id}))
+    form = ApprovalDecisionForm(request.POST)
+    outcome = ""
+    conflict = "The run has already finished; there is nothing left to decide." if approval.run.is_finished else ""
+    if form.is_valid() and not conflict:
+        decision = form.cleaned_data["decision"]
+        try:
+            approval = approvals.approval_decide(
+                approval=approval, decision=decision, actor=request.user,
+                arguments=form.cleaned_data["arguments"], message=form.cleaned_data["message"].strip(),
+            )
+        except approvals.InvalidArguments as exc:
+            form.add_error("arguments", f"These arguments don't fit the tool: {exc}")
+        except approvals.ApprovalConflict as exc:
+            conflict = str(exc)
+        else:
+            outcome = DECISION_DONE[decision]
+    if _is_htmx(request):
+        approval = _approval_or_404(organization, approval.id)
+        card_form = form if form.errors else None
+        context = {"approval": _decorate_approval(approval, request.user, card_form), "next_url": next_url,
+                   "outcome": outcome, "conflict": conflict}
+        response = render(request, "includes/approval_card.html", context)
+        if outcome or conflict:
+            response["HX-Trigger"] = "approvals-changed"
+        return response
+    if form.errors:
+        # Shown on the approval's own page, whichever page the form came from; fixing it there
+        # still leads back to where the person started.
+        approval = _decorate_approval(approval, request.user, form)
+        return _render_approval_detail(request, organization, approval, next_url)
+    if conflict:
+        messages.error(request, f"Could not decide: {conflict}")
+    else:
+        messages.success(request, outcome)
+    return redirect(next_url)

@@ -199,3 +199,14 @@ def test_policies_must_name_the_agents_tools(owner_api):
 
     assert response.status_code == 400
     assert "tool_policies" in response.json()["details"]
+
+
+def test_cancelling_a_run_closes_its_pending_approvals(note_agent, owner):
+    run = _run(note_agent(), owner)
+
+    services.run_cancel(run=run, actor=owner)
+
+    approval = Approval.objects.get(run=run)
+    assert approval.status == Approval.Status.REJECTED and approval.message == "The run was cancelled."
+    with pytest.raises(approvals.ApprovalConflict):
+        approvals.approval_decide(approval=approval, decision="approve", actor=owner)

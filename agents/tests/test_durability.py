@@ -70,7 +70,8 @@ def test_a_run_whose_worker_died_is_resumed_from_its_events(make_agent, owner):
     assert steps == [1, 2, 3, 4, 5, 6], "each step once, picking up after the last stored one"
     call_ids = [e.data["call_id"] for e in _events(run, "tool_end")]
     assert len(call_ids) == len(set(call_ids)) == 5
-    assert any(e.data.get("resumed") for e in _events(run, "status"))
+    resumed = [e.data for e in _events(run, "status") if e.data.get("resumed")]
+    assert resumed and resumed[0]["takeover"] is True, "taken from a dead worker, not picked from the queue"
 
 
 def test_a_read_call_caught_mid_call_is_repeated(make_agent, owner):

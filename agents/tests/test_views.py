@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.messages import get_messages
 from django.urls import reverse
+from django.utils import timezone
 
-from agents import events, services
-from agents.models import MAX_STEPS_LIMIT, Agent, Run, RunEvent
+from agents import approvals, events, loop, services
+from agents.models import MAX_STEPS_LIMIT, Agent, Approval, Run, RunEvent
+from tests.fakes import scripted
 
 pytestmark = pytest.mark.django_db
 
@@ -35,6 +40,8 @@ def agent_form_data(**overrides) -> dict:
         "tools": ["calculator", "current_time"],
         "max_steps": "7",
         "timeout_seconds": "60",
+        "approval_timeout_seconds": "3600",
+        "approval_expiry_outcome": "reject",
     }
     data.update(overrides)
     return data
@@ -442,3 +449,686 @@ def test_cancel_only_accepts_post(owner_client, organization, owner):
     assert owner_client.get(f"/runs/{run.id}/cancel").status_code == 405
     run.refresh_from_db()
     assert run.status == Run.Status.QUEUED
+
+
+# --------------------------------------------------------------------------- steering runs
+
+
+@pytest.fixture
+def notes():
+    scripted.NOTES.clear()
+    yield scripted.NOTES
+    scripted.NOTES.clear()
+
+
+def note_agent(organization, actor, **fields) -> Agent:
+    """An agent whose scripted model asks for two append_note calls (a write tool) and then answers."""
+    values = {"name": "Note taker", "system_prompt": "Write notes.", "model": "scripted-notes",
+              "tools": ["append_note"], "max_steps": 10, "timeout_seconds": 60}
+    return make_agent(organization, actor, **(values | fields))
+
+
+def awaiting_run(agent, actor) -> Run:
+    run = services.run_start(agent=agent, goal="Two notes", actor=actor)
+    loop.execute_run(run.id)
+    run.refresh_from_db()
+    assert run.status == Run.Status.AWAITING_APPROVAL
+    return run
+
+
+def pending_approval(run) -> Approval:
+    return Approval.objects.get(run=run, status=Approval.Status.PENDING)
+
+
+def failed_run(agent, actor) -> Run:
+    run = services.run_start(agent=agent, goal="Fail please", actor=actor)
+    services.run_transition(run_id=run.id, to=Run.Status.RUNNING)
+    services.run_transition(run_id=run.id, to=Run.Status.FAILED, stop_reason=Run.StopReason.MODEL_ERROR,
+                            error="Scripted provider error 529: overloaded")
+    run.refresh_from_db()
+    return run
+
+
+def uncertain_run(agent, actor) -> Run:
+    """Paused the way a worker crash during a write call leaves a run: started, never ended."""
+    run = services.run_start(agent=agent, goal="Two notes", actor=actor)
+    services.run_transition(run_id=run.id, to=Run.Status.RUNNING)
+    events.record(run_id=run.id, type=RunEvent.Type.TOOL_START,
+                  data={"tool": "append_note", "call_id": "call_crash", "arguments": {"text": "pay invoice 42"},
+                        "step": 1})
+    services.run_transition(run_id=run.id, to=Run.Status.PAUSED, pause_reason="uncertain_write:call_crash")
+    run.refresh_from_db()
+    return run
+
+
+def buttons(html: str) -> set[str]:
+    return set(re.findall(r'id="(pause|resume|retry|rerun|cancel)-form"', html))
+
+
+def flash(response) -> str:
+    return " ".join(str(m) for m in get_messages(response.wsgi_request))
+
+
+def test_a_queued_run_offers_pause_and_cancel(owner_client, organization, owner):
+    run = services.run_start(agent=make_agent(organization, owner), goal="Go", actor=owner)
+    html = owner_client.get(f"/runs/{run.id}/").content.decode()
+    assert buttons(html) == {"pause", "cancel"}
+    assert 'data-confirm="Cancel this run?' in html
+
+
+def test_a_finished_run_offers_only_a_re_run_and_a_failed_one_a_retry(owner_client, organization, owner):
+    agent = make_agent(organization, owner)
+    assert buttons(owner_client.get(f"/runs/{finished_run(agent, owner).id}/").content.decode()) == {"rerun"}
+    assert buttons(owner_client.get(f"/runs/{failed_run(agent, owner).id}/").content.decode()) == {"retry", "rerun"}
+
+
+def test_pausing_a_queued_run_pauses_it_and_offers_resume(owner_client, organization, owner):
+    run = services.run_start(agent=make_agent(organization, owner), goal="Go", actor=owner)
+
+    response = owner_client.post(f"/runs/{run.id}/pause", follow=True)
+
+    run.refresh_from_db()
+    html = response.content.decode()
+    assert run.status == Run.Status.PAUSED
+    assert "Run paused." in html
+    assert buttons(html) == {"resume", "cancel"}
+    assert 'class="badge badge-lg status status-paused"' in html
+    assert 'id="run-notice">Paused by request.</p>' in html
+    assert "by olivia" in html  # the status event says who paused it
+
+
+def test_resuming_a_paused_run_queues_it_again(owner_client, organization, owner, django_capture_on_commit_callbacks):
+    run = services.run_start(agent=make_agent(organization, owner), goal="Go", actor=owner)
+    services.run_pause(run=run, actor=owner)
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = owner_client.post(f"/runs/{run.id}/resume", follow=True)
+
+    run.refresh_from_db()
+    assert run.status == Run.Status.QUEUED and run.pause_reason == ""
+    assert "Run resumed" in response.content.decode()
+    assert callbacks  # handed to a worker after commit
+
+
+def test_retrying_a_failed_run_queues_it_from_its_last_good_step(owner_client, organization, owner):
+    run = failed_run(make_agent(organization, owner), owner)
+
+    response = owner_client.post(f"/runs/{run.id}/retry")
+
+    run.refresh_from_db()
+    assert response.status_code == 302 and response["Location"] == f"/runs/{run.id}/"
+    assert "Retrying from the last good step." in flash(response)
+    assert run.status == Run.Status.QUEUED and run.error == ""
+    html = owner_client.get(f"/runs/{run.id}/").content.decode()
+    # The old failure is still in the trace, but the page follows the run live again.
+    assert 'data-finished="false"' in html
+    assert "retried by olivia" in html
+
+
+def test_re_running_a_run_opens_the_new_one(owner_client, organization, owner):
+    run = finished_run(make_agent(organization, owner), owner)
+
+    response = owner_client.post(f"/runs/{run.id}/rerun")
+
+    new = Run.objects.exclude(id=run.id).get(agent=run.agent)
+    assert response.status_code == 302 and response["Location"] == f"/runs/{new.id}/"
+    assert (new.goal, new.context, new.config) == (run.goal, run.context, run.config)
+    html = owner_client.get(f"/runs/{new.id}/").content.decode()
+    assert f'href="/runs/{run.id}/"' in html  # "A re-run of …" in the timeline
+
+
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        ("pause", "Could not pause: Only queued or running runs can be paused; this one is succeeded."),
+        ("resume", "Could not resume: Only paused runs can be resumed; this one is succeeded."),
+        ("retry", "Could not retry: Only failed or timed-out runs can be retried; this one is succeeded."),
+        ("cancel", "Could not cancel: Run is already succeeded."),
+    ],
+)
+def test_steering_a_run_in_the_wrong_state_explains_why_not(owner_client, organization, owner, action, message):
+    run = finished_run(make_agent(organization, owner), owner)
+
+    response = owner_client.post(f"/runs/{run.id}/{action}", follow=True)
+
+    run.refresh_from_db()
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert run.status == Run.Status.SUCCEEDED
+
+
+def test_an_unfinished_run_cannot_be_re_run(owner_client, organization, owner):
+    run = services.run_start(agent=make_agent(organization, owner), goal="Go", actor=owner)
+    response = owner_client.post(f"/runs/{run.id}/rerun", follow=True)
+    assert "Could not re-run" in response.content.decode()
+    assert Run.objects.count() == 1
+
+
+@pytest.mark.parametrize("action", ["pause", "resume", "retry", "rerun", "uncertain-write", "controls"])
+def test_another_organizations_run_cannot_be_steered(owner_client, other_organization, outsider, action):
+    run = services.run_start(agent=make_agent(other_organization, outsider), goal="secret", actor=outsider)
+    if action == "controls":
+        assert owner_client.get(f"/runs/{run.id}/controls").status_code == 404
+    else:
+        assert owner_client.post(f"/runs/{run.id}/{action}", {"decision": "skip"}).status_code == 404
+    run.refresh_from_db()
+    assert run.status == Run.Status.QUEUED and Run.objects.count() == 1
+
+
+# --------------------------------------------------------------------------- uncertain writes
+
+
+def test_an_interrupted_write_asks_whether_to_run_it_again(owner_client, organization, owner):
+    run = uncertain_run(note_agent(organization, owner), owner)
+
+    html = owner_client.get(f"/runs/{run.id}/").content.decode()
+
+    assert "The worker stopped in the middle of a write call — decide: Retry or Skip." in html
+    card = html[html.index('id="uncertain-write"'):]
+    assert '<code class="tool-name">append_note</code>' in card
+    assert "&quot;text&quot;: &quot;pay invoice 42&quot;" in card
+    assert 'value="retry"' in card and "Run it again" in card
+    assert 'value="skip"' in card and "Don't repeat it" in card
+    assert buttons(html) == {"cancel"}  # no plain Resume: the decision comes first
+
+
+def test_running_an_interrupted_write_again(owner_client, organization, owner):
+    run = uncertain_run(note_agent(organization, owner), owner)
+
+    response = owner_client.post(f"/runs/{run.id}/uncertain-write", {"decision": "retry"}, follow=True)
+
+    run.refresh_from_db()
+    assert run.status == Run.Status.QUEUED
+    assert "The call runs again" in response.content.decode()
+    start = RunEvent.objects.filter(run=run, type="tool_start").last()
+    assert start.data["approved_retry"] is True and start.data["approved_by"] == "olivia"
+    assert "run again after a crash, as olivia decided" in response.content.decode()
+
+
+def test_skipping_an_interrupted_write(owner_client, organization, owner):
+    run = uncertain_run(note_agent(organization, owner), owner)
+
+    response = owner_client.post(f"/runs/{run.id}/uncertain-write", {"decision": "skip"}, follow=True)
+
+    run.refresh_from_db()
+    assert run.status == Run.Status.QUEUED
+    end = RunEvent.objects.get(run=run, type="tool_end")
+    assert end.data["call_id"] == "call_crash" and "chose not to repeat it" in end.data["output"]
+    assert "the interrupted call is not repeated by olivia" in response.content.decode()
+
+
+def test_resume_and_nonsense_decisions_do_not_bypass_an_interrupted_write(owner_client, organization, owner):
+    run = uncertain_run(note_agent(organization, owner), owner)
+
+    resumed = owner_client.post(f"/runs/{run.id}/resume", follow=True).content.decode()
+    nonsense = owner_client.post(f"/runs/{run.id}/uncertain-write", {"decision": "maybe"}, follow=True)
+
+    run.refresh_from_db()
+    assert "decide whether to retry or skip it" in resumed
+    assert "Choose whether to run the call again or not." in nonsense.content.decode()
+    assert run.status == Run.Status.PAUSED
+
+
+def test_deciding_about_a_write_that_is_not_waiting_explains_why_not(owner_client, organization, owner):
+    run = finished_run(make_agent(organization, owner), owner)
+    response = owner_client.post(f"/runs/{run.id}/uncertain-write", {"decision": "retry"}, follow=True)
+    assert "not waiting for a decision about an uncertain write" in response.content.decode()
+
+
+# --------------------------------------------------------------------------- approvals on the run page
+
+
+def test_a_run_waiting_for_approval_shows_the_call_to_decide(owner_client, organization, owner, notes):
+    run = awaiting_run(note_agent(organization, owner), owner)
+    approval = pending_approval(run)
+
+    html = owner_client.get(f"/runs/{run.id}/").content.decode()
+
+    assert 'class="badge badge-lg status status-awaiting_approval"' in html
+    assert "Waiting for your approval." in html
+    card = html[html.index(f'id="approval-{approval.id}"'):]
+    assert "<code class=\"tool-name\">append_note</code>" in card
+    assert "&quot;text&quot;: &quot;note 0&quot;" in card
+    assert "expires in 59" in card
+    assert f'action="/approvals/{approval.id}/decide"' in card
+    assert 'value="approve"' in card and 'value="edit"' in card and 'value="reject"' in card
+    assert 'name="message"' in card
+    # The arguments are prefilled in the edit box.
+    assert re.search(r'name="arguments"[^>]*>\{\s*&quot;text&quot;: &quot;note 0&quot;\s*\}</textarea>', card)
+    # And the request is on the timeline.
+    assert 'data-type="approval"' in html and 'data-approval-status="pending"' in html
+    assert notes == []
+
+
+def test_the_controls_fragment_has_the_buttons_and_the_approval_cards(owner_client, organization, owner, notes):
+    run = awaiting_run(note_agent(organization, owner), owner)
+
+    html = owner_client.get(f"/runs/{run.id}/controls").content.decode()
+
+    assert html.lstrip().startswith('<div id="run-actions"')
+    assert '<div id="run-attention"' in html
+    assert f'id="approval-{pending_approval(run).id}"' in html
+    assert buttons(html) == {"cancel"}
+
+
+def test_a_member_who_may_not_decide_sees_who_can(client, member, organization, owner, notes):
+    run = awaiting_run(note_agent(organization, owner), owner)
+    approval = pending_approval(run)
+    client.force_login(member)
+
+    html = client.get(f"/runs/{run.id}/").content.decode()
+    response = client.post(f"/approvals/{approval.id}/decide", {"decision": "approve"})
+
+    assert "Waiting for olivia or an admin to decide." in html
+    assert "/decide" not in html and 'value="approve"' not in html
+    assert response.status_code == 403
+    assert pending_approval(run).status == Approval.Status.PENDING
+
+
+def test_approving_a_call_resumes_the_run(owner_client, organization, owner, notes):
+    run = awaiting_run(note_agent(organization, owner), owner)
+    approval = pending_approval(run)
+
+    response = owner_client.post(f"/approvals/{approval.id}/decide", {"decision": "approve", "message": ""})
+
+    approval.refresh_from_db()
+    run.refresh_from_db()
+    assert response.status_code == 302 and response["Location"] == f"/runs/{run.id}/"
+    assert "Approved: the call runs now." in flash(response)
+    assert approval.status == Approval.Status.APPROVED and approval.decided_by == owner
+    assert run.status == Run.Status.QUEUED
+
+    loop.execute_run(run.id)
+    html = owner_client.get(f"/runs/{run.id}/").content.decode()
+    assert notes == ["note 0"]
+    assert "Approved by <strong>olivia</strong>." in html
+    assert "approved by olivia" in html  # on the tool call it let through
+
+
+def test_approving_with_edits_runs_the_call_with_the_new_arguments(owner_client, organization, owner, notes):
+    run = awaiting_run(note_agent(organization, owner), owner)
+    approval = pending_approval(run)
+
+    owner_client.post(f"/approvals/{approval.id}/decide",
+                      {"decision": "edit", "arguments": '{"text": "edited note"}'})
+    loop.execute_run(run.id)
+
+    approval.refresh_from_db()
+    assert approval.edited_arguments == {"text": "edited note"}
+    assert notes == ["edited note"]
+    html = owner_client.get(f"/runs/{run.id}/").content.decode()
+    assert "Approved with edited arguments by <strong>olivia</strong>" in html
+    assert "&quot;text&quot;: &quot;edited note&quot;" in html
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        ('{"text": "unterminated', "Not valid JSON: Unterminated string"),
+        ('["text"]', "The arguments must be a JSON object"),
+        ('{"txt": 1}', "These arguments don&#x27;t fit the tool:"),
+    ],
+)
+def test_bad_edited_arguments_are_shown_next_to_the_box(owner_client, organization, owner, notes, arguments, error):
+    run = awaiting_run(note_agent(organization, owner), owner)
+    approval = pending_approval(run)
+
+    page = owner_client.post(f"/approvals/{approval.id}/decide", {"decision": "edit", "arguments": arguments})
+    card = owner_client.post(f"/approvals/{approval.id}/decide", {"decision": "edit", "arguments": arguments},
+                             HTTP_HX_REQUEST="true")
+
+    for response in (page, card):
+        html = response.content.decode()
+        assert response.status_code == 200
+        assert error in html
+        assert '<details class="approval-edit" open>' in html
+        assert 'class="field field-invalid"' in html
+    # Without htmx the card is shown on the approval's page, still leading back to the run.
+    assert f'name="next" value="/runs/{run.id}/"' in page.content.decode()
+    assert card.content.decode().lstrip().startswith("<article")
+    assert pending_approval(run).status == Approval.Status.PENDING
+
+
+def test_rejecting_a_call_tells_the_agent_why(owner_client, organization, owner, notes):
+    run = awaiting_run(note_agent(organization, owner), owner)
+    approval = pending_approval(run)
+
+    owner_client.post(f"/approvals/{approval.id}/decide", {"decision": "reject", "message": "Not that one."})
+    loop.execute_run(run.id)
+
+    approval.refresh_from_db()
+    assert approval.status == Approval.Status.REJECTED and approval.message == "Not that one."
+    assert notes == []
+    html = owner_client.get(f"/runs/{run.id}/").content.decode()
+    assert "Rejected by <strong>olivia</strong>:" in html
+    assert '<blockquote class="tl-quote">Not that one.</blockquote>' in html
+
+
+def test_deciding_twice_explains_that_it_is_already_decided(owner_client, organization, owner, notes):
+    run = awaiting_run(note_agent(organization, owner), owner)
+    approval = pending_approval(run)
+    owner_client.post(f"/approvals/{approval.id}/decide", {"decision": "approve"})
+
+    again = owner_client.post(f"/approvals/{approval.id}/decide", {"decision": "reject"}, follow=True)
+    card = owner_client.post(f"/approvals/{approval.id}/decide", {"decision": "reject"}, HTTP_HX_REQUEST="true")
+
+    assert "Could not decide: This approval is already approved." in again.content.decode()
+    assert "This approval is already approved." in card.content.decode()
+    assert 'data-status="approved"' in card.content.decode()
+    approval.refresh_from_db()
+    assert approval.status == Approval.Status.APPROVED
+
+
+def test_htmx_gets_the_decided_card_back_and_a_nudge_for_the_badge(owner_client, organization, owner, notes):
+    run = awaiting_run(note_agent(organization, owner), owner)
+    approval = pending_approval(run)
+
+    response = owner_client.post(f"/approvals/{approval.id}/decide", {"decision": "reject", "message": "No."},
+                                 HTTP_HX_REQUEST="true")
+
+    html = response.content.decode()
+    assert response["HX-Trigger"] == "approvals-changed"
+    assert f'id="approval-{approval.id}"' in html and 'data-status="rejected"' in html
+    assert "Rejected: the call won&#x27;t run" in html
+    assert "Rejected by <strong>olivia</strong>" in html
+    assert "/decide" not in html  # nothing left to decide
+
+
+def test_an_approval_of_a_cancelled_run_is_no_longer_offered(owner_client, organization, owner, notes):
+    run = awaiting_run(note_agent(organization, owner), owner)
+    approval = pending_approval(run)
+    services.run_cancel(run=run, actor=owner)
+
+    listed = owner_client.get("/approvals/").content.decode()
+    response = owner_client.post(f"/approvals/{approval.id}/decide", {"decision": "approve"}, follow=True)
+
+    assert "Nothing waiting for you" in listed
+    assert "The run has already finished" in response.content.decode()
+    closed = Approval.objects.get(id=approval.id)
+    assert closed.status == Approval.Status.REJECTED and closed.message == "The run was cancelled."
+
+
+# --------------------------------------------------------------------------- the approvals page
+
+
+def test_the_approvals_page_has_an_empty_state(owner_client):
+    html = owner_client.get("/approvals/").content.decode()
+    assert "Nothing waiting for you" in html
+    assert owner_client.get("/approvals/", {"show": "decided"}).content.decode().count("No decided approvals yet") == 1
+
+
+def test_the_approvals_page_lists_pending_calls_with_their_runs(owner_client, organization, owner, notes):
+    run = awaiting_run(note_agent(organization, owner), owner)
+    approval = pending_approval(run)
+
+    html = owner_client.get("/approvals/").content.decode()
+
+    assert f'id="approval-{approval.id}"' in html
+    assert f'href="/runs/{run.id}/"' in html and "Note taker" in html and "Two notes" in html
+    assert 'class="tab-count">1<' in html
+    assert 'name="next" value="/approvals/"' in html
+
+    response = owner_client.post(f"/approvals/{approval.id}/decide", {"decision": "approve", "next": "/approvals/"})
+    assert response["Location"] == "/approvals/"
+    assert "Nothing waiting for you" in owner_client.get("/approvals/").content.decode()
+    decided = owner_client.get("/approvals/", {"show": "decided"}).content.decode()
+    assert f'id="approval-{approval.id}"' in decided and "Approved by <strong>olivia</strong>" in decided
+    assert f'id="approval-{approval.id}"' in owner_client.get("/approvals/", {"show": "all"}).content.decode()
+
+
+def test_decide_only_redirects_within_the_site(owner_client, organization, owner, notes):
+    approval = pending_approval(awaiting_run(note_agent(organization, owner), owner))
+    response = owner_client.post(f"/approvals/{approval.id}/decide",
+                                 {"decision": "approve", "next": "https://evil.example/"})
+    assert response["Location"] == f"/runs/{approval.run_id}/"
+
+
+def test_the_nav_counts_pending_approvals(owner_client, organization, owner, notes):
+    html = owner_client.get("/agents/").content.decode()
+    assert 'href="/approvals/"' in html and 'hx-get="/approvals/badge"' in html
+    assert "hidden" in owner_client.get("/approvals/badge").content.decode()
+
+    awaiting_run(note_agent(organization, owner), owner)
+
+    badge = owner_client.get("/approvals/badge").content.decode()
+    assert re.search(r'id="nav-approvals-count"[^>]*aria-label="1 pending">1</span>', badge)
+    assert "hidden" not in badge and "load" not in badge  # a swapped-in badge must not reload itself
+
+
+def test_another_organizations_approvals_are_not_found(owner_client, other_organization, outsider, notes):
+    run = awaiting_run(note_agent(other_organization, outsider), outsider)
+    approval = pending_approval(run)
+
+    assert owner_client.get(f"/approvals/{approval.id}/").status_code == 404
+    assert owner_client.post(f"/approvals/{approval.id}/decide", {"decision": "approve"}).status_code == 404
+    assert str(approval.id) not in owner_client.get("/approvals/").content.decode()
+    assert "hidden" in owner_client.get("/approvals/badge").content.decode()
+    assert pending_approval(run).status == Approval.Status.PENDING
+
+
+def test_an_approval_has_its_own_page(owner_client, organization, owner, notes):
+    approval = pending_approval(awaiting_run(note_agent(organization, owner), owner))
+    html = owner_client.get(f"/approvals/{approval.id}/").content.decode()
+    assert f'id="approval-{approval.id}"' in html and "Open the run" in html
+
+
+# --------------------------------------------------------------------------- the timeline's new events
+
+
+def test_the_timeline_explains_resumes_retries_and_simulated_calls(owner_client, organization, owner):
+    run = services.run_start(agent=note_agent(organization, owner), goal="Go", actor=owner, dry_run=True)
+    services.run_transition(run_id=run.id, to=Run.Status.RUNNING)
+    # The first worker died; another took the run over once its lease ran out.
+    events.record(run_id=run.id, type="status", data={"status": "running", "resumed": True, "attempt": 2})
+    events.record(run_id=run.id, type="tool_start", data={"tool": "append_note", "call_id": "c1", "step": 1,
+                                                          "arguments": {"text": "x"}, "retry": True})
+    events.record(run_id=run.id, type="tool_end", data={"tool": "append_note", "call_id": "c1", "step": 1,
+                                                        "output": "[simulated] Dry run", "is_error": False,
+                                                        "duration_ms": 0, "simulated": True})
+
+    html = owner_client.get(f"/runs/{run.id}/").content.decode()
+
+    assert 'id="run-dry-run"' in html and ">Dry run</span>" in html
+    assert "resumed on another worker (attempt 2)" in html
+    assert "retried after a crash" in html
+    assert '<span class="badge badge-dry" title="Dry run: the tool was not executed">simulated</span>' in html
+
+
+def test_a_run_picked_up_after_an_approval_is_not_called_a_takeover(owner_client, organization, owner, notes):
+    run = awaiting_run(note_agent(organization, owner), owner)
+    approvals.approval_decide(approval=pending_approval(run), decision="approve", actor=owner)
+    loop.execute_run(run.id)
+
+    html = owner_client.get(f"/runs/{run.id}/").content.decode()
+
+    assert "picked up again (attempt 2)" in html
+    assert "another worker" not in html
+
+
+def test_an_expired_approval_is_explained_on_the_timeline(owner_client, organization, owner, notes):
+    run = awaiting_run(note_agent(organization, owner, approval_expiry_outcome="cancel"), owner)
+    Approval.objects.filter(run=run).update(expires_at=timezone.now() - timedelta(seconds=1))
+    services.runs_watchdog()
+
+    html = owner_client.get(f"/runs/{run.id}/").content.decode()
+
+    assert 'data-approval-status="expired"' in html
+    assert "Nobody decided in time; the run was cancelled." in html
+
+
+# --------------------------------------------------------------------------- agent form: policies, budgets
+
+
+def test_the_agent_form_offers_a_policy_per_tool_and_budgets(owner_client):
+    html = owner_client.get("/agents/new").content.decode()
+    assert '<select name="policy_calculator" id="id_policy_calculator"' in html
+    assert '<option value="" selected>Default: run automatically</option>' in html
+    assert '<option value="" selected>Default: ask a person first</option>' in html  # a write tool
+    assert '<option value="deny">Never run</option>' in html
+    for name in ("approval_timeout_seconds", "approval_expiry_outcome", "max_tokens", "max_cost_usd"):
+        assert f'name="{name}"' in html, name
+
+
+def test_the_agent_form_saves_policies_approval_settings_and_budgets(owner_client, organization):
+    data = agent_form_data(
+        tools=["calculator", "append_note"], policy_calculator="deny", policy_append_note="",
+        policy_current_time="auto",  # not ticked: ignored
+        approval_timeout_seconds="600", approval_expiry_outcome="cancel", max_tokens="5000", max_cost_usd="0.25",
+    )
+
+    response = owner_client.post("/agents/new", data)
+
+    agent = Agent.objects.get(organization=organization)
+    assert response.status_code == 302
+    assert agent.tool_policies == {"calculator": "deny"}
+    assert (agent.approval_timeout_seconds, agent.approval_expiry_outcome) == (600, "cancel")
+    assert (agent.max_tokens, agent.max_cost_usd) == (5000, Decimal("0.25"))
+
+    form = owner_client.get(f"/agents/{agent.id}/edit").content.decode()
+    assert re.search(r'name="policy_calculator".*?<option value="deny" selected>', form, re.S)
+    assert 'value="5000"' in form and 'value="0.25' in form
+
+    page = owner_client.get(f"/agents/{agent.id}/").content.decode()
+    assert 'class="policy policy-deny"' in page and "never run" in page
+    assert 'class="policy policy-ask policy-default"' in page  # append_note, by default
+    assert "expire after 10 minutes, then cancel the run" in page
+    assert "5000 per run" in page and "$0.25 per run" in page
+
+
+def test_budgets_and_approval_timeouts_are_validated(owner_client, organization):
+    response = owner_client.post("/agents/new", agent_form_data(
+        approval_timeout_seconds="10", max_tokens="0", max_cost_usd="-1", policy_calculator="sometimes"))
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "greater than or equal to 60" in html
+    assert "greater than or equal to 1" in html
+    assert "greater than or equal to 0.0001" in html
+    assert "Select a valid choice. sometimes" in html
+    assert not Agent.objects.exists()
+
+
+def test_clearing_a_policy_goes_back_to_the_default(owner_client, organization, owner):
+    agent = make_agent(organization, owner, tool_policies={"calculator": "deny"})
+    owner_client.post(f"/agents/{agent.id}/edit", agent_form_data(tools=["calculator"], policy_calculator=""))
+    agent.refresh_from_db()
+    assert agent.tool_policies == {}
+
+
+# --------------------------------------------------------------------------- run form: limits, dry runs
+
+
+def test_the_run_form_has_limits_a_dry_run_box_and_a_test_button(owner_client, organization, owner):
+    agent = make_agent(organization, owner, max_tokens=900)
+    html = owner_client.get(f"/agents/{agent.id}/").content.decode()
+    assert '<details class="context-field limits-field" id="run-limits">' in html  # collapsed
+    assert 'placeholder="agent&#x27;s: 900"' in html and 'placeholder="agent&#x27;s: no limit"' in html
+    assert 'name="dry_run"' in html
+    assert re.search(r'<button type="submit" name="test" value="1"[^>]*>Test \(dry run\)</button>', html)
+
+
+def test_a_run_can_set_its_own_limits_and_be_a_dry_run(owner_client, organization, owner):
+    agent = make_agent(organization, owner)
+
+    response = owner_client.post(f"/agents/{agent.id}/run", {
+        "goal": "Go", "max_steps": "3", "timeout_seconds": "30", "max_tokens": "777", "max_cost_usd": "0.5",
+        "dry_run": "on",
+    })
+
+    run = Run.objects.get(agent=agent)
+    assert response.status_code == 302
+    assert run.dry_run and run.config["dry_run"] is True
+    assert (run.config["max_steps"], run.config["timeout_seconds"], run.config["max_tokens"]) == (3, 30, 777)
+    assert Decimal(run.config["max_cost_usd"]) == Decimal("0.5")
+
+
+def test_the_test_button_starts_a_dry_run(owner_client, organization, owner):
+    agent = make_agent(organization, owner)
+
+    owner_client.post(f"/agents/{agent.id}/run", {"goal": "Try it", "test": "1"})
+
+    run = Run.objects.get(agent=agent)
+    assert run.dry_run and run.config["max_steps"] == agent.max_steps
+    assert "Dry run" in owner_client.get(f"/runs/{run.id}/").content.decode()
+
+
+def test_bad_run_limits_open_the_limits_section_with_the_error(owner_client, organization, owner):
+    agent = make_agent(organization, owner)
+    response = owner_client.post(f"/agents/{agent.id}/run", {"goal": "Go", "max_steps": "0"})
+    html = response.content.decode()
+    assert '<details class="context-field limits-field" id="run-limits" open>' in html
+    assert "greater than or equal to 1" in html
+    assert not Run.objects.exists()
+
+
+# --------------------------------------------------------------------------- admin
+
+
+def admin_action(admin_client, model: str, action: str, ids) -> str:
+    response = admin_client.post(
+        f"/admin/agents/{model}/", {"action": action, "_selected_action": [str(i) for i in ids]}, follow=True
+    )
+    assert response.status_code == 200
+    return " | ".join(str(m) for m in response.context["messages"])
+
+
+def test_admin_can_pause_resume_and_cancel_runs(admin_client, organization, owner):
+    agent = make_agent(organization, owner)
+    queued = services.run_start(agent=agent, goal="a", actor=owner)
+    done = finished_run(agent, owner)
+
+    paused = admin_action(admin_client, "run", "pause_runs", [queued.id, done.id])
+    queued.refresh_from_db()
+    assert queued.status == Run.Status.PAUSED
+    assert "Paused (or asked to pause) 1 run." in paused
+    assert "this one is succeeded" in paused
+
+    assert "Resumed 1 run." in admin_action(admin_client, "run", "resume_runs", [queued.id])
+    queued.refresh_from_db()
+    assert queued.status == Run.Status.QUEUED
+
+    cancelled = admin_action(admin_client, "run", "cancel_runs", [queued.id, done.id])
+    queued.refresh_from_db()
+    assert queued.status == Run.Status.CANCELLED
+    assert "1 run." in cancelled and "Run is already succeeded." in cancelled
+
+
+def test_admin_can_retry_and_re_run_runs(admin_client, organization, owner):
+    agent = make_agent(organization, owner)
+    failed = failed_run(agent, owner)
+    done = finished_run(agent, owner)
+
+    retried = admin_action(admin_client, "run", "retry_runs", [failed.id, done.id])
+    failed.refresh_from_db()
+    assert failed.status == Run.Status.QUEUED
+    assert "Queued for retry 1 run." in retried and "Only failed or timed-out runs" in retried
+
+    rerun = admin_action(admin_client, "run", "rerun_runs", [done.id, failed.id])
+    assert "Started 1 new run." in rerun and "hasn't finished yet" in rerun
+    assert Run.objects.filter(goal=done.goal).count() == 2
+
+
+def test_admin_can_approve_and_reject_calls(admin_client, admin_user, organization, owner, notes):
+    agent = note_agent(organization, owner)
+    first = pending_approval(awaiting_run(agent, owner))
+    second = pending_approval(awaiting_run(agent, owner))
+
+    assert "Approved 1 call." in admin_action(admin_client, "approval", "approve", [first.id])
+    rejected = admin_action(admin_client, "approval", "reject", [first.id, second.id])
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.status == Approval.Status.APPROVED and first.decided_by == admin_user
+    assert second.status == Approval.Status.REJECTED
+    assert "Rejected 1 call." in rejected and "already approved" in rejected
+
+    listing = admin_client.get("/admin/agents/approval/", {"status__exact": "rejected"}).content.decode()
+    assert "append_note" in listing
+    assert admin_client.get(f"/admin/agents/approval/{first.id}/change/").status_code == 200
+
+
+def test_admin_shows_an_agents_policies_and_budgets(admin_client, organization, owner):
+    agent = make_agent(organization, owner, tool_policies={"calculator": "deny"}, max_tokens=1000)
+    assert "calculator: deny" in admin_client.get("/admin/agents/agent/").content.decode()
+    page = admin_client.get(f"/admin/agents/agent/{agent.id}/change/").content.decode()
+    for name in ("tool_policies", "approval_timeout_seconds", "approval_expiry_outcome", "max_tokens", "max_cost_usd"):
+        assert f'name="{name}"' in page, name

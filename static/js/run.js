@@ -1,8 +1,10 @@
-// The run page's live timeline.
+// The run page's live timeline (and local times on the approvals pages).
 //
 // The server renders the events stored so far; this script follows the rest over the run's
 // websocket (`?after=<last seq rendered>`), renders each new event once, keeps the header's
 // status, tokens, cost and duration current, and reloads the header fragment when the run ends.
+// On every status or approval event it reloads the run's controls (the steering buttons, the
+// approval cards, the uncertain-write card), so what a person can do always matches the run.
 // On a dropped connection it reconnects with backoff from the last seq it has, so nothing is
 // lost or shown twice. The server closes with 1000 after the terminal status: no reconnect then.
 // Markup built here mirrors templates/runs/_event.html.
@@ -10,11 +12,17 @@
   "use strict";
 
   const page = document.getElementById("run-page");
-  if (!page) return;
+  if (!page) {
+    // Pages without a run (the approvals list) only want their times in local time.
+    localize(document);
+    document.addEventListener("htmx:afterSwap", () => localize(document));
+    return;
+  }
 
   const timeline = document.getElementById("timeline");
   const indicator = document.getElementById("live-indicator");
   const waiting = document.getElementById("timeline-waiting");
+  const waitingText = waiting ? waiting.innerHTML : "";
   const labelsNode = document.getElementById("run-labels");
   const labels = labelsNode ? JSON.parse(labelsNode.textContent) : { status: {}, stop_reason: {} };
   const TERMINAL = new Set(["succeeded", "failed", "cancelled", "timed_out"]);
@@ -26,6 +34,7 @@
   let attempts = 0;
   let retryTimer = null;
   let clock = null;
+  let controlsTimer = null;
 
   // ------------------------------------------------------------------ small helpers
 
@@ -113,6 +122,46 @@
     }
   }
 
+  // Mirrors views._status_note and views.pause_reason_text.
+  function statusNote(data, previous) {
+    const parts = [];
+    if (data.attempt) {
+      parts.push((previous === "running" ? "resumed on another worker" : "picked up again") + " (attempt " + data.attempt + ")");
+    } else if (data.resumed) parts.push("resumed");
+    if (data.retry) parts.push("retried");
+    if (data.decision === "retry") parts.push("the interrupted call runs again");
+    else if (data.decision === "skip") parts.push("the interrupted call is not repeated");
+    if (data.by) parts.push("by " + data.by);
+    return parts.join(" ");
+  }
+
+  // As the timeline tells it (views.pause_reason_text with history=True).
+  function pauseText(reason) {
+    if (!reason) return "";
+    if (reason.startsWith("uncertain_write:")) {
+      return "The worker stopped in the middle of a write call; a person decides whether to run it again.";
+    }
+    if (reason.startsWith("approval:")) return "Waiting for approval.";
+    return reason;
+  }
+
+  function previousStatus() {
+    const items = timeline.querySelectorAll('li[data-type="status"]');
+    return items.length ? items[items.length - 1].dataset.status : "";
+  }
+
+  function toolStartNote(data) {
+    if (data.approved_retry) return "run again after a crash, as " + (data.approved_by || "someone") + " decided";
+    const notes = [];
+    if (data.retry) notes.push("retried after a crash");
+    if (data.approved_by) notes.push("approved by " + data.approved_by);
+    return notes.join(" · ");
+  }
+
+  function note(text) {
+    return text ? h("span", { class: "tl-note-inline", text: text }) : null;
+  }
+
   function setLive(state, text) {
     if (!indicator) return;
     indicator.dataset.state = state;
@@ -131,6 +180,7 @@
       id: "event-" + event.seq,
       "data-call-id": data.call_id || null,
       "data-status": event.type === "status" ? data.status : null,
+      "data-approval-status": event.type === "approval" ? data.status : null,
     });
     const meta = h("span", { class: "tl-meta" });
     if (data.step) meta.append(h("span", { text: "step " + data.step }));
@@ -154,8 +204,19 @@
       const data = event.data || {};
       const head = [h("span", { class: "tl-kind", text: "Status" }), " ", badge(data.status)];
       if (data.stop_reason) head.push(" ", h("span", { class: "muted", text: stopReasonLabel(data.stop_reason) }));
+      const extra = statusNote(data, previousStatus());
+      if (extra) head.push(" ", note(extra));
       const tone = data.status === "failed" ? "tl-error-text" : "tl-note";
-      const body = data.error ? h("p", { class: "tl-text " + tone, text: data.error }) : null;
+      let body = null;
+      if (data.error) body = h("p", { class: "tl-text " + tone, text: data.error });
+      else if (data.pause_reason) {
+        const approvalWait = data.status === "awaiting_approval" ? " tl-note-approval" : "";
+        body = h("p", { class: "tl-text tl-note" + approvalWait, text: pauseText(data.pause_reason) });
+      }
+      else if (data.rerun_of) {
+        body = h("p", { class: "tl-text muted" }, "A re-run of ",
+          h("a", { href: "/runs/" + data.rerun_of + "/", class: "mono", text: String(data.rerun_of).slice(0, 8) }), ".");
+      }
       return item(event, "", head, body);
     },
     thought(event) {
@@ -172,6 +233,8 @@
         h("code", { class: "tool-name", text: data.tool }), " ",
         h("span", { class: "tl-state", text: "running…" }),
       ];
+      const extra = toolStartNote(data);
+      if (extra) head.push(" ", note(extra));
       const body = h("pre", { class: "code tl-args", "aria-label": "Arguments", text: prettyArguments(data.arguments) });
       return item(event, "tl-pending", head, body);
     },
@@ -183,6 +246,9 @@
         h("code", { class: "tool-name", text: data.tool }), " ",
         data.is_error ? h("span", { class: "badge badge-error", text: "error" }) : h("span", { class: "badge badge-ok", text: "ok" }),
       ];
+      if (data.simulated) {
+        head.push(" ", h("span", { class: "badge badge-dry", title: "Dry run: the tool was not executed", text: "simulated" }));
+      }
       const details = h(
         "details",
         { class: "tl-output", open: output.length <= OPEN_OUTPUT_MAX },
@@ -193,6 +259,42 @@
         h("pre", { class: "code", text: output })
       );
       return item(event, data.is_error ? "tl-failed" : "", head, details);
+    },
+    approval(event) {
+      const data = event.data || {};
+      let state;
+      if (data.status === "pending") state = h("span", { class: "badge status status-awaiting_approval", text: "waiting" });
+      else if (data.status === "approved") {
+        state = h("span", { class: "badge badge-ok", text: data.decision === "edit" ? "approved with edits" : "approved" });
+      } else if (data.status === "rejected") state = h("span", { class: "badge badge-error", text: "rejected" });
+      else state = h("span", { class: "badge", text: data.status || "" });
+      const head = [
+        h("span", { class: "tl-kind", text: "Approval" }), " ", h("code", { class: "tool-name", text: data.tool }), " ", state,
+      ];
+      const body = [];
+      if (data.status === "pending") {
+        body.push(h("p", { class: "tl-text", text: "Asked a person before running it with:" }));
+        body.push(h("pre", { class: "code tl-args", "aria-label": "Arguments", text: prettyArguments(data.arguments) }));
+        const expires = data.expires_at ? new Date(data.expires_at) : null;
+        if (expires && !Number.isNaN(expires.getTime())) {
+          body.push(h("p", { class: "tl-text muted small" }, "Expires ",
+            h("time", { "data-local": "", datetime: data.expires_at, title: expires.toISOString(), text: localDateTime(expires) }), "."));
+        }
+      } else if (data.status === "expired") {
+        body.push(h("p", {
+          class: "tl-text tl-note",
+          text: "Nobody decided in time; " + (data.outcome === "cancel" ? "the run was cancelled." : "the call was rejected."),
+        }));
+      } else {
+        const verb = data.status === "rejected" ? "Rejected" : data.decision === "edit" ? "Approved with edited arguments" : "Approved";
+        const end = data.status === "rejected" && data.message ? ":" : ".";
+        body.push(h("p", { class: "tl-text" }, verb + " by ", h("strong", { text: data.decided_by || "someone" }), end));
+        if (data.message) body.push(h("blockquote", { class: "tl-quote", text: data.message }));
+        if (data.edited_arguments !== undefined && data.edited_arguments !== null) {
+          body.push(h("pre", { class: "code tl-args", "aria-label": "Edited arguments", text: prettyArguments(data.edited_arguments) }));
+        }
+      }
+      return item(event, "tl-approval-" + data.status, head, body);
     },
     final_answer(event) {
       const data = event.data || {};
@@ -266,13 +368,14 @@
 
   function markToolDone(data) {
     if (!data.call_id) return;
+    // A call retried after a crash has two starts; both learn how it ended.
     const selector = 'li[data-type="tool_start"][data-call-id="' + CSS.escape(data.call_id) + '"]';
-    const start = timeline.querySelector(selector);
-    if (!start) return;
-    start.classList.remove("tl-pending");
-    start.classList.add(data.is_error ? "tl-failed" : "tl-done");
-    const state = start.querySelector(".tl-state");
-    if (state) state.textContent = (data.is_error ? "failed after " : "done in ") + data.duration_ms + " ms";
+    timeline.querySelectorAll(selector).forEach((start) => {
+      start.classList.remove("tl-pending");
+      start.classList.add(data.is_error ? "tl-failed" : "tl-done");
+      const state = start.querySelector(".tl-state");
+      if (state) state.textContent = (data.is_error ? "failed after " : "done in ") + data.duration_ms + " ms";
+    });
   }
 
   // The model's last thought carries the same text as the final answer; show it once.
@@ -286,23 +389,53 @@
     text.textContent = "Wrote the final answer.";
   }
 
-  function refreshSummary() {
-    const url = page.dataset.summaryUrl;
-    const done = () => localize(document.getElementById("run-summary") || document);
-    if (window.htmx) {
-      window.htmx.ajax("GET", url, { target: "#run-summary", swap: "outerHTML" }).then(done, done);
-      return;
-    }
-    fetch(url, { credentials: "same-origin", headers: { "HX-Request": "true" } })
+  // Fetch a fragment and put each of its top-level elements in place of the element with the
+  // same id. A person halfway through typing into an approval card keeps what they typed: a
+  // card whose form has focus or edits is left alone when the same approval is still pending.
+  function swapFragments(url) {
+    return fetch(url, { credentials: "same-origin", headers: { "HX-Request": "true" } })
       .then((response) => (response.ok ? response.text() : Promise.reject(response.status)))
       .then((html) => {
         const template = document.createElement("template");
         template.innerHTML = html.trim();
-        const current = document.getElementById("run-summary");
-        if (current && template.content.firstElementChild) current.replaceWith(template.content.firstElementChild);
-        done();
+        Array.from(template.content.children).forEach((fresh) => {
+          const current = fresh.id && document.getElementById(fresh.id);
+          if (!current) return;
+          keepCardsInUse(current, fresh);
+          current.replaceWith(fresh);
+          if (window.htmx) window.htmx.process(fresh);
+          localize(fresh);
+        });
       })
       .catch(() => {});
+  }
+
+  function keepCardsInUse(current, fresh) {
+    current.querySelectorAll(".approval-card[data-status=pending]").forEach((card) => {
+      const inUse = card.contains(document.activeElement) || card.dataset.edited === "true";
+      const twin = inUse && fresh.querySelector("#" + CSS.escape(card.id));
+      if (twin) twin.replaceWith(card);
+    });
+  }
+
+  function refreshSummary() {
+    swapFragments(page.dataset.summaryUrl);
+  }
+
+  function refreshControls() {
+    // Status and approval events come in bursts (approval, then status); one reload covers them.
+    if (controlsTimer || !page.dataset.controlsUrl) return;
+    controlsTimer = window.setTimeout(() => {
+      controlsTimer = null;
+      if (!finished) swapFragments(page.dataset.controlsUrl);
+    }, 150);
+  }
+
+  function setWaiting(status) {
+    if (!waiting) return;
+    if (status === "paused") waiting.textContent = "Paused — nothing happens until the run is resumed.";
+    else if (status === "awaiting_approval") waiting.textContent = "Waiting for a person to decide…";
+    else if (waiting.innerHTML !== waitingText) waiting.innerHTML = waitingText;
   }
 
   function finish() {
@@ -331,9 +464,15 @@
     if (event.type === "thought") addUsage(data.usage);
     if (event.type === "tool_end") markToolDone(data);
     if (event.type === "final_answer") markAnswerDraft(data);
+    if (event.type === "approval") {
+      refreshControls();
+      document.body.dispatchEvent(new CustomEvent("approvals-changed"));
+    }
     if (event.type === "status") {
       setStatus(data, event.created_at);
+      setWaiting(data.status);
       if (TERMINAL.has(data.status)) finish();
+      else refreshControls();
     }
   }
 
@@ -418,6 +557,14 @@
     if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
   });
 
+  // Typing into an approval card marks it, so a reload of the controls doesn't wipe the edit.
+  document.addEventListener("input", (event) => {
+    const card = event.target.closest && event.target.closest(".approval-card");
+    if (card) card.dataset.edited = "true";
+  });
+
+  document.addEventListener("htmx:afterSwap", () => localize(document));
+
   window.addEventListener("online", () => {
     if (retryTimer) {
       window.clearTimeout(retryTimer);
@@ -427,6 +574,7 @@
   });
 
   localize(document);
+  setWaiting((document.getElementById("run-status") || {}).dataset?.status);
   if (!finished) {
     const duration = document.getElementById("run-duration");
     if (duration && duration.dataset.started) startClock();

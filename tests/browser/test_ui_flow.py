@@ -207,3 +207,90 @@ def test_a_slow_run_streams_live_survives_a_reload_and_can_be_cancelled(
     except Exception:
         page.screenshot(path=str(screenshots / "run-cancel-failure.png"), full_page=True)
         raise
+
+
+def test_a_person_approves_and_rejects_an_agents_write_calls(live, ui_user, browser_context, screenshots):
+    """The scripted-notes model asks for append_note (a write tool) twice, then answers: the first
+    call is approved (after a slip in the edit box), the second rejected with a message."""
+    from playwright.sync_api import expect
+
+    page_errors: list[str] = []
+    page = new_page(browser_context, page_errors)
+    try:
+        sign_in(page, live)
+        page.get_by_role("link", name="+ New agent").click()
+        page.fill("#id_name", "Note taker")
+        page.fill("#id_system_prompt", "Write the notes you are asked for.")
+        page.select_option("#id_model", "scripted-notes")
+        page.check("input[name=tools][value=append_note]")
+        expect(page.locator("#id_policy_append_note")).to_have_value("")  # default: ask for a write tool
+        page.get_by_role("button", name="Create agent").click()
+        page.wait_for_url(re.compile(r"/agents/[0-9a-f-]{36}/$"))
+        expect(page.locator(".config .policy-ask")).to_have_text("ask a person first")
+
+        page.fill("#id_goal", "Write two notes")
+        page.get_by_role("button", name="Start run").click()
+        page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}/$"))
+
+        # The request arrives over the websocket: the status, the card and the nav count follow.
+        status = page.locator("#run-status")
+        first = page.locator(".approval-card[data-status=pending]")
+        expect(first).to_have_count(1, timeout=30_000)
+        expect(status).to_have_attribute("data-status", "awaiting_approval")
+        expect(page.locator("#run-notice")).to_have_text("Waiting for your approval.")
+        expect(first.locator(".approval-args")).to_contain_text('"text": "note 0"')
+        expect(first.locator(".approval-expiry")).to_contain_text("expires in")
+        expect(page.locator('#timeline li[data-type="approval"][data-approval-status="pending"]')).to_have_count(1)
+        expect(page.locator("#nav-approvals-count")).to_have_text("1")
+        first_id = first.get_attribute("data-approval-id")
+        page.evaluate("window.scrollTo(0, 0)")  # the sticky header would land mid-page in a full-page shot
+        page.screenshot(path=str(screenshots / "approval.png"), full_page=True)
+
+        # A slip in the edit box is shown in the card; nothing is decided.
+        first.locator(".approval-edit summary").click()
+        first.locator("textarea[name=arguments]").fill('{"text": ')
+        first.get_by_role("button", name="Approve with edits").click()
+        card = page.locator(f"#approval-{first_id}")
+        expect(card.locator(".approval-error")).to_contain_text("Not valid JSON")
+        expect(card).to_have_attribute("data-status", "pending")
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(screenshots / "approval-invalid-json.png"), full_page=True)
+
+        # Approve as asked: the run carries on and asks about the next call.
+        card.get_by_role("button", name="✓ Approve", exact=True).click()
+        second = page.locator(f".approval-card[data-status=pending]:not(#approval-{first_id})")
+        expect(second).to_have_count(1, timeout=30_000)
+        expect(second.locator(".approval-args")).to_contain_text('"text": "note 1"')
+        expect(page.locator(f"#approval-{first_id}")).to_have_count(0)
+        approved = page.locator('#timeline li[data-type="approval"][data-approval-status="approved"]')
+        expect(approved).to_contain_text("Approved by ada")
+        expect(page.locator('#timeline li[data-type="tool_start"]').first).to_contain_text("approved by ada")
+
+        # Reject the second with a message: the agent sees it and finishes without the note.
+        second.locator("textarea[name=message]").fill("Not today, thanks.")
+        second.get_by_role("button", name="✕ Reject").click()
+        expect(status).to_have_attribute("data-status", "succeeded", timeout=30_000)
+        rejected = page.locator('#timeline li[data-type="approval"][data-approval-status="rejected"]')
+        expect(rejected).to_contain_text("Rejected by ada")
+        expect(rejected.locator(".tl-quote")).to_have_text("Not today, thanks.")
+        expect(page.locator('#timeline li[data-type="tool_end"]').last).to_contain_text(
+            "rejected by ada: Not today, thanks."
+        )
+        expect(page.locator(".approval-card")).to_have_count(0)
+        expect(page.locator("#rerun-form")).to_be_visible()
+        expect(page.locator("#nav-approvals-count")).to_be_hidden()
+        seqs = timeline_seqs(page)
+        assert seqs == list(range(1, len(seqs) + 1)), seqs
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(screenshots / "approval-done.png"), full_page=True)
+
+        # The approvals page keeps the record.
+        page.get_by_role("link", name="Approvals").click()
+        expect(page.get_by_text("Nothing waiting for you")).to_be_visible()
+        page.locator(".tabs").get_by_role("link", name="Decided").click()
+        expect(page.locator(".approval-card")).to_have_count(2)
+        page.screenshot(path=str(screenshots / "approvals-decided.png"), full_page=True)
+        assert page_errors == []
+    except Exception:
+        page.screenshot(path=str(screenshots / "approval-failure.png"), full_page=True)
+        raise
