@@ -85,3 +85,15 @@ def _no_server_errors():
     yield
     got_request_exception.disconnect(record)
     assert not failures, f"server error (500) while handling {failures}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_connection_pools(django_db_setup, django_db_blocker):
+    """Close pooled connections before the test database is dropped, so the pool doesn't try to
+    reconnect to a database that is gone."""
+    yield
+    from django.db import connections
+
+    for connection in connections.all():
+        if getattr(connection, "pool", None) is not None:
+            connection.close_pool()

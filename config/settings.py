@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "accounts",
     "agents",
     "integrations",
+    "automations",
 ]
 
 MIDDLEWARE = [
@@ -169,8 +170,12 @@ CELERY_TIMEZONE = "UTC"
 # thread, so deadlines are enforced by the loop and the watchdog; these guard the prefork pool.)
 CELERY_TASK_SOFT_TIME_LIMIT = 3600 + 60
 CELERY_TASK_TIME_LIMIT = 3600 + 120
+# How often the automations tick settles scheduled runs (retries, emails), fires schedules beat
+# missed and starts "run finished" triggers.
+AUTOMATIONS_POLL_SECONDS = env_float("AGENTRY_AUTOMATIONS_POLL_SECONDS", 5.0, minimum=0.5)
 CELERY_BEAT_SCHEDULE = {
     "runs-watchdog": {"task": "agents.runs_watchdog", "schedule": WATCHDOG_SECONDS},
+    "automations-tick": {"task": "automations.tick", "schedule": AUTOMATIONS_POLL_SECONDS},
 }
 
 # --------------------------------------------------------------------------- Auth
@@ -229,6 +234,33 @@ RUN_DEFAULT_TIMEOUT = env_int("AGENTRY_RUN_DEFAULT_TIMEOUT", 300, minimum=5)
 # Dotted callables run at start-up that register extra model providers (scripted models for tests
 # and benchmarks) through the normal provider boundary.
 MODEL_PLUGINS = env_list("AGENTRY_MODEL_PLUGINS", [])
+
+# --------------------------------------------------------------------------- Automations
+# Wait before retrying a failed scheduled run: this, then 4x, then 16x (30 s, 2 min, 8 min).
+AUTOMATIONS_RETRY_BACKOFF_SECONDS = env_float("AGENTRY_SCHEDULE_RETRY_BACKOFF_SECONDS", 30.0, minimum=0)
+# An occurrence this late (everything was down) is recorded as missed instead of run.
+AUTOMATIONS_SCHEDULE_GRACE_SECONDS = env_float("AGENTRY_SCHEDULE_GRACE_SECONDS", 1800.0, minimum=60)
+# "Run finished" triggers look back at most this far for runs they haven't handled.
+AUTOMATIONS_TRIGGER_LOOKBACK_SECONDS = env_float("AGENTRY_TRIGGER_LOOKBACK_SECONDS", 86400.0, minimum=60)
+# Base of the links in notification emails.
+PUBLIC_URL = env_str("AGENTRY_PUBLIC_URL", "http://localhost:8000")
+
+# --------------------------------------------------------------------------- Email
+# Printed to the console in development; sent over SMTP once AGENTRY_SMTP_HOST is set.
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend" if env_str("AGENTRY_SMTP_HOST")
+    else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_HOST = env_str("AGENTRY_SMTP_HOST", "localhost")
+EMAIL_PORT = env_int("AGENTRY_SMTP_PORT", 587, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("AGENTRY_SMTP_USER", "")
+EMAIL_HOST_PASSWORD = env_str("AGENTRY_SMTP_PASSWORD", "")
+EMAIL_USE_SSL = env_bool("AGENTRY_SMTP_SSL", EMAIL_PORT == 465)
+EMAIL_USE_TLS = env_bool("AGENTRY_SMTP_STARTTLS", EMAIL_PORT == 587 and not EMAIL_USE_SSL)
+if EMAIL_USE_SSL and EMAIL_USE_TLS:
+    raise ConfigError("AGENTRY_SMTP_SSL and AGENTRY_SMTP_STARTTLS can't both be on")
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env_str("AGENTRY_EMAIL_FROM", "Agentry <agentry@localhost>")
 
 # --------------------------------------------------------------------------- Misc
 LANGUAGE_CODE = "en-us"
