@@ -5,6 +5,7 @@ from __future__ import annotations
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AnonymousUser
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from accounts import selectors, services
@@ -57,3 +58,17 @@ class _BearerWebsocketMiddleware:
 def WebsocketAuthMiddleware(inner):  # noqa: N802 - mirrors Channels' AuthMiddlewareStack naming
     # Session auth runs first; a bearer header, when present, overrides it.
     return AuthMiddlewareStack(_BearerWebsocketMiddleware(inner))
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """Documents the bearer token in the OpenAPI schema (Swagger's Authorize button)."""
+
+    target_class = "accounts.authentication.BearerTokenAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A personal API token from POST /api/auth/token: `Authorization: Bearer agt_…`.",
+        }
