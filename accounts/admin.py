@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from accounts.models import ApiToken, Membership, Organization
+from accounts.models import ApiToken, AuditLog, Membership, Organization
 
 
 class MembershipInline(admin.TabularInline):
@@ -37,4 +37,26 @@ class ApiTokenAdmin(admin.ModelAdmin):
     exclude = ["key_hash"]
 
     def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(admin.ModelAdmin):
+    """Read-only; the database refuses changes anyway."""
+
+    list_display = ["at", "actor_name", "action", "target_type", "target_label", "ip", "organization"]
+    list_filter = ["action", "organization"]
+    search_fields = ["actor_name", "action", "target_id", "target_label", "request_id"]
+    date_hierarchy = "at"
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in AuditLog._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return request.method in ("GET", "HEAD")
+
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
 from django.contrib.auth import authenticate
-from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers, status
-from rest_framework.exceptions import AuthenticationFailed
+from django.http import StreamingHttpResponse
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import selectors, services
+from accounts import audit, selectors, services
+from accounts.models import AuditLog, Membership
 
 
 class TokenRequestSerializer(serializers.Serializer):
@@ -67,3 +71,65 @@ class TokenView(APIView):
             },
             status=status.HTTP_201_CREATED,
         )
+
+
+class AuditLogSerializer(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor_name")
+
+    class Meta:
+        model = AuditLog
+        fields = ["id", "at", "actor", "action", "target_type", "target_id", "target_label", "ip", "user_agent",
+                  "request_id", "diff", "data"]
+        read_only_fields = fields
+
+
+AUDIT_PARAMS = [
+    OpenApiParameter("actor", str, description="Username of the actor."),
+    OpenApiParameter("action", str, description="Action or action prefix, e.g. `run.` or `agent.update`."),
+    OpenApiParameter("since", OpenApiTypes.DATETIME, description="Entries at or after this time (ISO 8601)."),
+    OpenApiParameter("until", OpenApiTypes.DATETIME, description="Entries before this time."),
+    OpenApiParameter("target", str, description="Id of the target object."),
+]
+
+
+class AuditLogView(generics.ListAPIView):
+    """Read-only: the audit log of your organization, newest first. Owners and admins only."""
+
+    serializer_class = AuditLogSerializer
+
+    def _filters(self) -> dict:
+        params = self.request.query_params
+        parsed = {}
+        for name in ("since", "until"):
+            raw = params.get(name)
+            if raw:
+                value = parse_datetime(raw)
+                if value is None:
+                    raise serializers.ValidationError({name: ["Use an ISO 8601 date-time, e.g. 2026-11-01T00:00:00Z."]})
+                parsed[name] = value
+        return {"actor": params.get("actor", ""), "action": params.get("action", ""),
+                "target_id": params.get("target", ""), **parsed}
+
+    def get_queryset(self):
+        membership = selectors.membership_for_request(self.request)
+        if membership is None or membership.role not in (Membership.Role.OWNER, Membership.Role.ADMIN):
+            raise PermissionDenied("Only owners and admins can read the audit log.")
+        self.organization = membership.organization
+        return audit.audit_list(organization=membership.organization, **self._filters())
+
+    @extend_schema(tags=["audit"], parameters=AUDIT_PARAMS)
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+class AuditLogExportView(AuditLogView):
+    """The same entries as CSV (all matching rows, streamed). The export itself is audited."""
+
+    @extend_schema(tags=["audit"], parameters=AUDIT_PARAMS, responses={(200, "text/csv"): OpenApiTypes.STR})
+    def get(self, request, *args, **kwargs):
+        entries = self.get_queryset()
+        audit.audit_record(action="audit.export", actor=request.user, organization=self.organization,
+                           data={"filters": {k: str(v) for k, v in self._filters().items() if v}})
+        response = StreamingHttpResponse(audit.audit_csv(entries.iterator(chunk_size=2000)), content_type="text/csv")
+        response["Content-Disposition"] = 'attachment; filename="agentry-audit.csv"'
+        return response

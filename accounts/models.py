@@ -64,3 +64,37 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.hint}…)"
+
+
+class AuditLog(models.Model):
+    """Append-only record of state changes and sensitive reads.
+
+    A database trigger (migration 0002) refuses UPDATE and DELETE, so no code path — UI, API,
+    admin, a bug — can alter history; only the retention purge may delete old rows, by setting a
+    transaction-local flag the trigger checks.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    organization = models.ForeignKey(Organization, on_delete=models.DO_NOTHING, null=True, blank=True,
+                                     db_constraint=False, related_name="+")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, null=True, blank=True,
+                              db_constraint=False, related_name="+")
+    # Kept as text too, so the entry still says who it was after the user is gone.
+    actor_name = models.CharField(max_length=150, blank=True, default="")
+    action = models.CharField(max_length=60, db_index=True)
+    target_type = models.CharField(max_length=60, blank=True, default="")
+    target_id = models.CharField(max_length=64, blank=True, default="")
+    target_label = models.CharField(max_length=200, blank=True, default="")
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=400, blank=True, default="")
+    request_id = models.CharField(max_length=64, blank=True, default="")
+    diff = models.JSONField(null=True, blank=True)
+    data = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["organization", "-at"]), models.Index(fields=["organization", "action", "-at"])]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_name or 'system'} {self.action} {self.target_label}"

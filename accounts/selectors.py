@@ -57,3 +57,12 @@ def organization_for_request(request) -> Organization | None:
     session = getattr(request, "session", None)
     chosen = session.get("organization_id") if session is not None else None
     return organization_for(user=request.user, organization_id=chosen) or organization_for(user=request.user)
+
+
+def membership_for_request(request) -> Membership | None:
+    organization = organization_for_request(request)
+    if organization is None:
+        return None
+    return (
+        Membership.objects.filter(user=request.user, organization=organization).select_related("organization").first()
+    )

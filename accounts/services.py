@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from accounts.audit import audit_record
 from accounts.models import ApiToken, Membership, Organization
 
 User = get_user_model()
@@ -25,9 +26,13 @@ def organization_create(*, name: str, owner: AbstractBaseUser | None = None, slu
 def membership_add(
     *, organization: Organization, user: AbstractBaseUser, role: str = Membership.Role.MEMBER, actor=None
 ) -> Membership:
+    before = Membership.objects.filter(user=user, organization=organization).values_list("role", flat=True).first()
     membership, _ = Membership.objects.update_or_create(
         user=user, organization=organization, defaults={"role": role}
     )
+    if before != role:
+        audit_record(action="membership.add" if before is None else "membership.role_change", actor=actor,
+                     organization=organization, target=user, diff={"role": [before, role]})
     return membership
 
 
@@ -40,6 +45,8 @@ def api_token_create(
     token = ApiToken.objects.create(
         user=user, organization=organization, name=name, key_hash=ApiToken.hash_key(raw), hint=raw[:10]
     )
+    audit_record(action="api_key.create", actor=user, organization=organization, target=token,
+                 data={"hint": token.hint})
     return token, raw
 
 
@@ -49,4 +56,5 @@ def api_token_touch(*, token: ApiToken) -> None:
 
 @transaction.atomic
 def api_token_revoke(*, token: ApiToken, actor: AbstractBaseUser) -> None:
-    ApiToken.objects.filter(id=token.id, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    if ApiToken.objects.filter(id=token.id, revoked_at__isnull=True).update(revoked_at=timezone.now()):
+        audit_record(action="api_key.revoke", actor=actor, organization_id=token.organization_id, target=token)

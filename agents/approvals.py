@@ -9,6 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts.audit import audit_record
 from accounts.models import Membership
 from agents import events, services
 from agents.llm import ToolCall
@@ -91,6 +92,9 @@ def approval_decide(
         events.record_many(run_id=approval.run_id, items=[_event(approval, decision=decision, decided_by=who,
                                                                  edited_arguments=edited, message=message)])
         _resume(approval.run_id, who=who)
+        audit_record(action=f"run.approval_{decision}", actor=actor, organization_id=approval.organization_id,
+                     target=approval.run, data={"approval": str(approval.id), "tool": approval.tool,
+                                                "arguments": approval.effective_arguments, "message": message})
     return approval
 
 

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from accounts.audit import audit_record, diff_of
 from accounts.models import Organization
 from agents import events
 from agents.models import Agent, Approval, Run, RunEvent
@@ -54,6 +55,8 @@ def agent_create(*, organization: Organization, actor: AbstractBaseUser | None, 
     agent = Agent(organization=organization, created_by=actor, **fields)
     agent.full_clean()
     agent.save()
+    audit_record(action="agent.create", actor=actor, organization=organization, target=agent,
+                 data={"model": agent.model, "tools": agent.tools})
     return agent
 
 
@@ -62,16 +65,26 @@ def agent_update(*, agent: Agent, actor: AbstractBaseUser | None, **fields: Any)
     unknown = set(fields) - set(AGENT_FIELDS)
     if unknown:
         raise TypeError(f"unknown agent fields: {sorted(unknown)}")
+    before = {name: _jsonable(getattr(agent, name)) for name in fields}
     for name, value in fields.items():
         setattr(agent, name, value)
     agent.full_clean()
     agent.save()
+    changes = diff_of(before, {name: _jsonable(getattr(agent, name)) for name in fields})
+    if changes:
+        audit_record(action="agent.update", actor=actor, organization_id=agent.organization_id, target=agent,
+                     diff=changes)
     return agent
+
+
+def _jsonable(value):
+    return str(value) if not isinstance(value, (str, int, float, bool, list, dict, type(None))) else value
 
 
 @transaction.atomic
 def agent_delete(*, agent: Agent, actor: AbstractBaseUser | None) -> None:
     # Runs keep their frozen config and trace; only the link to the agent goes.
+    audit_record(action="agent.delete", actor=actor, organization_id=agent.organization_id, target=agent)
     agent.delete()
 
 
@@ -106,6 +119,8 @@ def run_start(
         created_by=actor,
     )
     events.record(run_id=run.id, type=RunEvent.Type.STATUS, data={"status": Run.Status.QUEUED})
+    audit_record(action="run.start", actor=actor, organization_id=run.organization_id, target=run,
+                 data={"agent": str(agent.id), "dry_run": dry_run, "limits": limits or {}})
     _enqueue(run.id)
     return run
 
@@ -167,6 +182,7 @@ def run_cancel(*, run: Run, actor: AbstractBaseUser | None) -> Run:
             stop_reason=Run.StopReason.CANCELLED,
             event_data={"by": _username(actor)},
         )
+    audit_record(action="run.cancel", actor=actor, organization_id=run.organization_id, target=run)
     run.refresh_from_db()
     return run
 
@@ -192,6 +208,7 @@ def run_pause(*, run: Run, actor: AbstractBaseUser | None) -> Run:
         # A queued run has no worker yet to notice the request, so it pauses here.
         run_transition(run_id=run.id, to=Run.Status.PAUSED, only_from=(Run.Status.QUEUED,),
                        pause_reason="Paused by request.", event_data={"by": _username(actor)})
+    audit_record(action="run.pause", actor=actor, organization_id=run.organization_id, target=run)
     run.refresh_from_db()
     return run
 
@@ -208,6 +225,7 @@ def run_resume(*, run: Run, actor: AbstractBaseUser | None) -> Run:
                               pause_reason="", event_data={"by": _username(actor), "resumed": True}):
             raise InvalidTransition("The run changed state; reload it.")
         _enqueue(run.id)
+    audit_record(action="run.resume", actor=actor, organization_id=run.organization_id, target=run)
     run.refresh_from_db()
     return run
 
@@ -240,6 +258,8 @@ def run_resolve_uncertain_write(*, run: Run, decision: str, actor: AbstractBaseU
         run_transition(run_id=run.id, to=Run.Status.QUEUED, only_from=(Run.Status.PAUSED,), pause_reason="",
                        event_data={"by": who, "decision": decision})
         _enqueue(run.id)
+    audit_record(action="run.uncertain_write_decision", actor=actor, organization_id=run.organization_id,
+                 target=run, data={"decision": decision})
     run.refresh_from_db()
     return run
 
@@ -256,6 +276,7 @@ def run_retry(*, run: Run, actor: AbstractBaseUser | None) -> Run:
             raise InvalidTransition("The run changed state; reload it.")
         Run.objects.filter(id=run.id).update(deadline_at=None, cancel_requested_at=None, pause_requested_at=None)
         _enqueue(run.id)
+    audit_record(action="run.retry", actor=actor, organization_id=run.organization_id, target=run)
     run.refresh_from_db()
     return run
 
@@ -269,6 +290,8 @@ def run_rerun(*, run: Run, actor: AbstractBaseUser | None) -> Run:
     )
     events.record(run_id=new.id, type=RunEvent.Type.STATUS, data={"status": Run.Status.QUEUED, "rerun_of": str(run.id)})
     _enqueue(new.id)
+    audit_record(action="run.rerun", actor=actor, organization_id=run.organization_id, target=new,
+                 data={"rerun_of": str(run.id)})
     return new
 
 

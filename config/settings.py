@@ -56,6 +56,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.middleware.RequestIdMiddleware",
+    "accounts.audit.AuditContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -178,7 +179,10 @@ AUTOMATIONS_POLL_SECONDS = env_float("AGENTRY_AUTOMATIONS_POLL_SECONDS", 5.0, mi
 CELERY_BEAT_SCHEDULE = {
     "runs-watchdog": {"task": "agents.runs_watchdog", "schedule": WATCHDOG_SECONDS},
     "automations-tick": {"task": "automations.tick", "schedule": AUTOMATIONS_POLL_SECONDS},
+    "audit-purge": {"task": "accounts.audit_purge", "schedule": 24 * 3600},
 }
+# Audit entries older than this are deleted by a daily job; 0 keeps them forever.
+AUDIT_RETENTION_DAYS = env_int("AGENTRY_AUDIT_RETENTION_DAYS", 400, minimum=0)
 
 # --------------------------------------------------------------------------- Auth
 AUTHENTICATION_BACKENDS = [

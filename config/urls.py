@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from accounts.api import TokenView
+from accounts.api import AuditLogExportView, AuditLogView, TokenView
 from agents.api import AgentViewSet, ApprovalViewSet, ModelListView, RunViewSet
 from config import health
 from integrations.api import ToolListView
@@ -18,6 +18,8 @@ router.register("approvals", ApprovalViewSet, basename="approval")
 
 api_patterns = [
     path("auth/token", TokenView.as_view(), name="api-token"),
+    path("audit/logs", AuditLogView.as_view(), name="api-audit-logs"),
+    path("audit/logs.csv", AuditLogExportView.as_view(), name="api-audit-export"),
     path("models", ModelListView.as_view(), name="api-models"),
     path("tools", ToolListView.as_view(), name="api-tools"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
