@@ -29,11 +29,25 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["name", "user", "organization", "hint", "created_at", "last_used_at", "revoked_at"]
-    list_filter = ["organization"]
+    list_display = ["name", "kind", "user", "organization", "hint", "scope_list", "expires_at", "last_used_at",
+                    "revoked_at"]
+    list_filter = ["organization", "kind"]
+    actions = ["revoke"]
+
+    @admin.display(description="Scopes")
+    def scope_list(self, token: ApiToken) -> str:
+        return ", ".join(token.scopes)
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request, queryset):
+        from accounts.services import api_token_revoke
+
+        for token in queryset.filter(revoked_at__isnull=True):
+            api_token_revoke(token=token, actor=request.user)
+        self.message_user(request, "Revoked.")
     search_fields = ["name", "user__username", "hint"]
     # The hash is useless to an operator and the secret is never stored; tokens are created via the API.
-    readonly_fields = ["user", "organization", "hint", "key_hash", "created_at", "last_used_at"]
+    readonly_fields = ["user", "organization", "hint", "kind", "created_at", "last_used_at", "revoked_at"]
     exclude = ["key_hash"]
 
     def has_add_permission(self, request) -> bool:

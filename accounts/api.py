@@ -2,17 +2,18 @@ from __future__ import annotations
 
 from django.contrib.auth import authenticate
 from django.http import StreamingHttpResponse
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import generics, serializers, status
+from rest_framework import generics, mixins, serializers, status, viewsets
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import audit, selectors, services
-from accounts.models import AuditLog, Membership
+from accounts.models import ApiToken, AuditLog, Membership
 
 
 class TokenRequestSerializer(serializers.Serializer):
@@ -133,3 +134,63 @@ class AuditLogExportView(AuditLogView):
         response = StreamingHttpResponse(audit.audit_csv(entries.iterator(chunk_size=2000)), content_type="text/csv")
         response["Content-Disposition"] = 'attachment; filename="agentry-audit.csv"'
         return response
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    scopes = serializers.ListField(child=serializers.ChoiceField(choices=ApiToken.Scope.choices), min_length=1,
+                                   required=False)
+
+    class Meta:
+        model = ApiToken
+        fields = ["id", "name", "kind", "scopes", "hint", "user", "expires_at", "created_at", "last_used_at",
+                  "revoked_at"]
+        read_only_fields = ["id", "hint", "user", "created_at", "last_used_at", "revoked_at"]
+        extra_kwargs = {"name": {"required": True, "allow_blank": False}}
+
+    def validate_expires_at(self, value):
+        if value is not None and value <= timezone.now():
+            raise serializers.ValidationError("Must be in the future.")
+        return value
+
+
+@extend_schema(tags=["auth"])
+class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                    mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """Your API keys, and the organization's service keys if you are an owner or admin.
+    The secret is returned once, when the key is created. DELETE revokes."""
+
+    serializer_class = ApiKeySerializer
+    lookup_value_regex = "[0-9a-fA-F-]{36}"
+
+    def _membership(self) -> Membership:
+        membership = selectors.membership_for_request(self.request)
+        if membership is None:
+            raise PermissionDenied("You are not a member of any organization.")
+        return membership
+
+    def _is_admin(self, membership: Membership) -> bool:
+        return membership.role in (Membership.Role.OWNER, Membership.Role.ADMIN)
+
+    def get_queryset(self):
+        membership = self._membership()
+        return selectors.api_key_list(user=self.request.user, organization=membership.organization,
+                                      include_service=self._is_admin(membership))
+
+    @extend_schema(responses={201: inline_serializer("ApiKeyCreated", fields={
+        "key": ApiKeySerializer(), "token": serializers.CharField(help_text="Shown once.")})})
+    def create(self, request, *args, **kwargs):
+        membership = self._membership()
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if data.get("kind") == ApiToken.Kind.SERVICE and not self._is_admin(membership):
+            raise PermissionDenied("Only owners and admins can create service keys.")
+        token, raw = services.api_token_create(
+            user=request.user, organization=membership.organization, name=data["name"],
+            kind=data.get("kind", ApiToken.Kind.PERSONAL), scopes=data.get("scopes"), expires_at=data.get("expires_at"),
+        )
+        return Response({"key": ApiKeySerializer(token).data, "token": raw}, status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, instance):
+        services.api_token_revoke(token=instance, actor=self.request.user)

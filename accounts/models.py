@@ -4,6 +4,7 @@ import hashlib
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 
@@ -40,10 +41,28 @@ class Membership(models.Model):
         return f"{self.user} in {self.organization} ({self.role})"
 
 
+def _all_scopes() -> list[str]:
+    return ["read", "run", "manage"]
+
+
 class ApiToken(models.Model):
-    """A personal API token. Only a SHA-256 of the secret is stored; the secret is shown once."""
+    """An API key. Only a SHA-256 of the secret is stored; the secret is shown once.
+
+    Personal keys act as their user; service keys are for integrations and are managed by the
+    organization's owners and admins (they still name the person who created them, for audit).
+    Scopes narrow what a key may do below its user's own rights.
+    """
 
     PREFIX = "agt_"
+
+    class Kind(models.TextChoices):
+        PERSONAL = "personal", "Personal"
+        SERVICE = "service", "Service"
+
+    class Scope(models.TextChoices):
+        READ = "read", "Read"
+        RUN = "run", "Run agents, steer runs, decide approvals"
+        MANAGE = "manage", "Create and change agents, schedules, triggers, keys"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
@@ -51,6 +70,10 @@ class ApiToken(models.Model):
     name = models.CharField(max_length=100, default="API token")
     key_hash = models.CharField(max_length=64, unique=True)
     hint = models.CharField(max_length=12, help_text="First characters of the token, to recognise it.")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.PERSONAL)
+    scopes = ArrayField(models.CharField(max_length=10, choices=Scope.choices),
+                        default=_all_scopes)
+    expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)

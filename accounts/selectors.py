@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import F
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import ApiToken, Membership, Organization
@@ -33,6 +33,7 @@ def api_token_lookup(*, raw: str) -> ApiToken | None:
     token = (
         ApiToken.objects.select_related("user", "organization")
         .filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()),
             key_hash=ApiToken.hash_key(raw),
             revoked_at__isnull=True,
             user__memberships__organization_id=F("organization_id"),
@@ -66,3 +67,12 @@ def membership_for_request(request) -> Membership | None:
     return (
         Membership.objects.filter(user=request.user, organization=organization).select_related("organization").first()
     )
+
+
+def api_key_list(*, user: AbstractBaseUser, organization: Organization, include_service: bool) -> QuerySet[ApiToken]:
+    """The caller's own keys in this organization, plus its service keys for owners and admins."""
+    mine = Q(user=user, kind=ApiToken.Kind.PERSONAL)
+    qs = ApiToken.objects.filter(organization=organization).filter(
+        mine | Q(kind=ApiToken.Kind.SERVICE) if include_service else mine
+    )
+    return qs.select_related("user").order_by("-created_at")

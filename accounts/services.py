@@ -38,15 +38,23 @@ def membership_add(
 
 @transaction.atomic
 def api_token_create(
-    *, user: AbstractBaseUser, organization: Organization, name: str = "API token"
+    *,
+    user: AbstractBaseUser,
+    organization: Organization,
+    name: str = "API token",
+    kind: str = ApiToken.Kind.PERSONAL,
+    scopes: list[str] | None = None,
+    expires_at=None,
 ) -> tuple[ApiToken, str]:
     """Returns the token row and the raw secret, which is not stored and cannot be shown again."""
     raw = ApiToken.PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
-        user=user, organization=organization, name=name, key_hash=ApiToken.hash_key(raw), hint=raw[:10]
+        user=user, organization=organization, name=name, key_hash=ApiToken.hash_key(raw), hint=raw[:10],
+        kind=kind, scopes=sorted(set(scopes)) if scopes else ["manage", "read", "run"], expires_at=expires_at,
     )
     audit_record(action="api_key.create", actor=user, organization=organization, target=token,
-                 data={"hint": token.hint})
+                 data={"hint": token.hint, "kind": token.kind, "scopes": token.scopes,
+                       "expires_at": expires_at.isoformat() if expires_at else None})
     return token, raw
 
 

@@ -80,6 +80,7 @@ class AgentViewSet(
     """Agents: a system prompt, a model, the tools it may call and its limits."""
 
     serializer_class = AgentSerializer
+    run_scope_actions = ("runs",)  # POST /agents/<id>/runs needs the run scope, not manage
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     lookup_value_regex = "[0-9a-fA-F-]{36}"
 
@@ -166,6 +167,7 @@ class RunViewSet(OrganizationScoped, mixins.ListModelMixin, mixins.RetrieveModel
     """Runs: one execution of an agent towards a goal, with its status, answer, usage and trace."""
 
     serializer_class = RunSerializer
+    run_scope_actions = ("cancel", "pause", "resume", "retry", "rerun", "uncertain_write")
     lookup_value_regex = "[0-9a-fA-F-]{36}"
 
     def get_queryset(self):
@@ -306,6 +308,7 @@ class ApprovalViewSet(OrganizationScoped, mixins.ListModelMixin, mixins.Retrieve
     """Tool calls waiting for (or decided by) a person."""
 
     serializer_class = ApprovalSerializer
+    run_scope_actions = ("decide",)
     lookup_value_regex = "[0-9a-fA-F-]{36}"
 
     def get_queryset(self):

@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from accounts.api import AuditLogExportView, AuditLogView, TokenView
+from accounts.api import ApiKeyViewSet, AuditLogExportView, AuditLogView, TokenView
 from agents.api import AgentViewSet, ApprovalViewSet, ModelListView, RunViewSet
 from config import health
 from integrations.api import ToolListView
@@ -15,6 +15,7 @@ router.trailing_slash = "/?"  # documented paths have no slash; accept both rath
 router.register("agents", AgentViewSet, basename="agent")
 router.register("runs", RunViewSet, basename="run")
 router.register("approvals", ApprovalViewSet, basename="approval")
+router.register("keys", ApiKeyViewSet, basename="api-key")
 
 api_patterns = [
     path("auth/token", TokenView.as_view(), name="api-token"),
