@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from accounts.models import ApiToken, AuditLog, Membership, Organization
+from accounts.models import ApiToken, AuditLog, Membership, Organization, Quota
 
 
 class MembershipInline(admin.TabularInline):
@@ -74,3 +74,10 @@ class AuditLogAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(Quota)
+class QuotaAdmin(admin.ModelAdmin):
+    list_display = ["organization", "user", "runs_per_month", "tokens_per_month", "spend_per_month_usd", "updated_at"]
+    list_filter = ["organization"]
+    autocomplete_fields = ["user", "organization"]

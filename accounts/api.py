@@ -12,7 +12,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import audit, selectors, services
+from accounts import audit, quotas, selectors, services
 from accounts.models import ApiToken, AuditLog, Membership
 
 
@@ -194,3 +194,18 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
 
     def perform_destroy(self, instance):
         services.api_token_revoke(token=instance, actor=self.request.user)
+
+
+class UsageView(APIView):
+    """This month's usage against the organization's and your own quotas."""
+
+    @extend_schema(tags=["usage"], responses=inline_serializer("Usage", fields={
+        "month_start": serializers.DateTimeField(),
+        "lines": serializers.ListField(child=serializers.DictField()),
+    }))
+    def get(self, request):
+        membership = selectors.membership_for_request(request)
+        if membership is None:
+            raise PermissionDenied("You are not a member of any organization.")
+        lines = quotas.usage_lines(organization=membership.organization, user=request.user)
+        return Response({"month_start": quotas.month_start(), "lines": [line.as_dict() for line in lines]})

@@ -121,3 +121,26 @@ class AuditLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_name or 'system'} {self.action} {self.target_label}"
+
+
+class Quota(models.Model):
+    """Monthly limits for an organization, or for one user in it. Empty limits mean unlimited."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="quotas")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True,
+                             related_name="quotas", help_text="Empty: the whole organization.")
+    runs_per_month = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
+    spend_per_month_usd = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "user"], name="quota_unique_user",
+                                    condition=models.Q(user__isnull=False)),
+            models.UniqueConstraint(fields=["organization"], name="quota_unique_org",
+                                    condition=models.Q(user__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"Quota for {self.user or self.organization}"

@@ -9,12 +9,13 @@ import uuid
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import mixins, renderers, serializers, status, viewsets
+from rest_framework import exceptions, mixins, renderers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts import quotas
 from accounts.selectors import organization_for_request
 from agents import approvals, selectors, services, streams
 from agents.llm import available_models
@@ -30,6 +31,16 @@ from agents.serializers import (
     UncertainWriteDecisionSerializer,
 )
 from config.errors import Conflict
+
+
+class QuotaExceededError(exceptions.APIException):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "quota_exceeded"
+
+    def __init__(self, message: str, usage: list[dict]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = {"usage": json.loads(json.dumps(usage, default=str))}
 
 
 def _int_param(request, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
@@ -139,9 +150,18 @@ class AgentViewSet(
         serializer = RunCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         goal, context, limits, dry_run = serializer.split()
+        try:
+            warnings = quotas.check_run_allowed(organization=agent.organization, user=request.user)
+        except quotas.QuotaExceeded as exc:
+            raise QuotaExceededError(str(exc), usage=exc.usage) from None
         run = services.run_start(agent=agent, goal=goal, context=context, limits=limits, dry_run=dry_run,
                                  actor=request.user)
-        return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
+        response = Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
+        if warnings:
+            response["X-Quota-Warning"] = "; ".join(
+                f"{w['scope']} {w['metric']} at {w['percent']:g}% of the monthly quota" for w in warnings
+            )
+        return response
 
 
 class EventStreamRenderer(renderers.BaseRenderer):

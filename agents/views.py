@@ -23,6 +23,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.timesince import timesince, timeuntil
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts import quotas
 from accounts.models import Organization
 from accounts.selectors import organization_for_request
 from agents import approvals, selectors, services
@@ -302,7 +303,15 @@ def agent_run(request: HttpRequest, agent_id: uuid.UUID) -> HttpResponse:
     form = RunForm(data, agent=agent)
     if not form.is_valid():
         return _render_agent_detail(request, organization, agent, form)
+    try:
+        warnings = quotas.check_run_allowed(organization=organization, user=request.user)
+    except quotas.QuotaExceeded as exc:
+        form.add_error(None, str(exc))
+        return _render_agent_detail(request, organization, agent, form)
     run = services.run_start(agent=agent, actor=request.user, **form.validated_data)
+    for warning in warnings:
+        messages.warning(request, f"You have used {warning['percent']:g}% of the {warning['scope']}'s monthly "
+                                  f"{warning['metric'].replace('_usd', '')} quota.")
     if run.dry_run:
         messages.info(request, "Dry run started: read tools run for real, write tools are only simulated.")
     return redirect("agents:run-detail", run_id=run.id)

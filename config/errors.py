@@ -62,6 +62,9 @@ def api_exception_handler(exc, context):
         code = codes if isinstance(codes, str) else getattr(exc, "default_code", "error")
         message = str(detail) if not isinstance(detail, (dict, list)) else "Request failed."
         details = _flatten(detail) if isinstance(detail, (dict, list)) else {}
+        # An exception may carry its own human message and structured details.
+        message = getattr(exc, "message", None) or message
+        details = getattr(exc, "details", None) or details
         body = envelope(request, code=code, message=message, details=details)
         if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
             body["retry_after"] = int(exc.wait)

@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from accounts.api import ApiKeyViewSet, AuditLogExportView, AuditLogView, TokenView
+from accounts.api import ApiKeyViewSet, AuditLogExportView, AuditLogView, TokenView, UsageView
 from agents.api import AgentViewSet, ApprovalViewSet, ModelListView, RunViewSet
 from config import health
 from integrations.api import ToolListView
@@ -21,6 +21,7 @@ api_patterns = [
     path("auth/token", TokenView.as_view(), name="api-token"),
     path("audit/logs", AuditLogView.as_view(), name="api-audit-logs"),
     path("audit/logs.csv", AuditLogExportView.as_view(), name="api-audit-export"),
+    path("usage", UsageView.as_view(), name="api-usage"),
     path("models", ModelListView.as_view(), name="api-models"),
     path("tools", ToolListView.as_view(), name="api-tools"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
