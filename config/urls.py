@@ -35,6 +35,7 @@ urlpatterns = [
     path("api/", include(api_patterns)),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
+    path("", include("accounts.urls")),
     path("", include("automations.urls")),
     path("", include("agents.urls")),
 ]

@@ -73,3 +73,15 @@ def test_the_run_form_explains_a_refusal(agent, organization, owner):
     page = client.post(f"/agents/{agent.id}/run", {"goal": "x"}).content.decode()
 
     assert "Monthly quota reached" in page
+
+
+def test_the_usage_page_shows_quotas_and_a_chart(agent, organization, owner):
+    Quota.objects.create(organization=organization, runs_per_month=10)
+    services.run_start(agent=agent, goal="x", actor=owner)
+    client = Client()
+    client.login(username="olivia", password=PASSWORD)
+
+    html = client.get("/usage/").content.decode()
+
+    assert "This month against the quotas" in html and 'aria-valuenow="10.0"' in html
+    assert html.count('class="bar"') == 30
