@@ -63,6 +63,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "config.ratelimit.RateLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
@@ -299,3 +300,43 @@ LOGGING = {
         "pgserver": {"level": "WARNING"},
     },
 }
+
+# --------------------------------------------------------------------------- Rate limits
+# Requests per minute, written "LIMIT" or "LIMIT:BURST" (burst: how many may arrive at once;
+# default a fifth of the limit). Tiers are 60, 300 and 1000. See config/ratelimit.py.
+
+
+def _rate_limit(name: str, value: str) -> tuple[int, int]:
+    limit, _, burst = value.strip().partition(":")
+    try:
+        parsed = (int(limit), int(burst) if burst else max(1, int(limit) // 5))
+    except ValueError:
+        raise ConfigError(f"{name} must be LIMIT or LIMIT:BURST (requests per minute), got {value!r}") from None
+    if min(parsed) < 1:
+        raise ConfigError(f"{name} must have a limit and burst of at least 1, got {value!r}")
+    return parsed
+
+
+def _rate_limit_tiers(name: str) -> dict[str, tuple[int, int]]:
+    tiers = {}
+    for entry in env_list(name, []):
+        slug, sep, rate = entry.partition("=")
+        if not sep or not slug.strip():
+            raise ConfigError(f"{name} must look like 'acme=1000,globex=300:100', got entry {entry!r}")
+        tiers[slug.strip()] = _rate_limit(name, rate)
+    return tiers
+
+
+RATE_LIMIT_ENABLED = env_bool("AGENTRY_RATE_LIMIT", True)
+# Tokens and signed-in users of organizations without their own tier.
+RATE_LIMIT_DEFAULT = _rate_limit("AGENTRY_RATE_LIMIT_TIER", env_str("AGENTRY_RATE_LIMIT_TIER", "1000"))
+# Per organization slug: AGENTRY_RATE_LIMIT_TIERS="acme=1000,globex=300:100".
+RATE_LIMIT_ORGANIZATIONS = _rate_limit_tiers("AGENTRY_RATE_LIMIT_TIERS")
+# Per client address, for requests without a valid token or session (POST /api/auth/token).
+RATE_LIMIT_ANONYMOUS = _rate_limit("AGENTRY_RATE_LIMIT_ANONYMOUS", env_str("AGENTRY_RATE_LIMIT_ANONYMOUS", "30:10"))
+# Per webhook trigger (/hooks/<id>).
+RATE_LIMIT_WEBHOOK = _rate_limit("AGENTRY_RATE_LIMIT_WEBHOOK", env_str("AGENTRY_RATE_LIMIT_WEBHOOK", "300"))
+# Redis key prefix; follows the queue so test suites and the dev server don't share buckets.
+RATE_LIMIT_NAMESPACE = env_str("AGENTRY_RATE_LIMIT_NAMESPACE") or CELERY_TASK_DEFAULT_QUEUE
+# Reverse proxies in front of the app that append to X-Forwarded-For; 0 trusts REMOTE_ADDR only.
+RATE_LIMIT_TRUSTED_PROXIES = env_int("AGENTRY_RATE_LIMIT_TRUSTED_PROXIES", 0, minimum=0, maximum=10)

@@ -16,6 +16,8 @@ os.environ.setdefault("AGENTRY_MODEL_PLUGINS", "tests.fakes.scripted.register")
 # Short leases so crash tests see a takeover in seconds (the worker processes inherit these).
 os.environ.setdefault("AGENTRY_RUN_LEASE_SECONDS", "2")
 os.environ.setdefault("AGENTRY_WATCHDOG_SECONDS", "1")
+# Every anonymous request of a suite comes from 127.0.0.1; rate-limit tests set small limits themselves.
+os.environ.setdefault("AGENTRY_RATE_LIMIT_ANONYMOUS", "100000")
 # A developer's real key must never reach the tests; tests that want Claude point the real SDK
 # at the loopback fake server through these two variables.
 os.environ["ANTHROPIC_API_KEY"] = os.environ.get("AGENTRY_TEST_ANTHROPIC_API_KEY", "")
