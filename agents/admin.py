@@ -57,6 +57,10 @@ class AgentAdmin(admin.ModelAdmin):
 
 
 class RunEventInline(admin.TabularInline):
+    class Media:
+        # A stylesheet, not a style attribute: the Content-Security-Policy allows no inline styles.
+        css = {"all": ["css/admin.css"]}
+
     model = RunEvent
     fields = ["seq", "type", "pretty_data", "created_at"]
     readonly_fields = fields
@@ -66,7 +70,7 @@ class RunEventInline(admin.TabularInline):
 
     @admin.display(description="Data")
     def pretty_data(self, event: RunEvent) -> str:
-        return format_html("<pre style='white-space:pre-wrap;margin:0'>{}</pre>", json.dumps(event.data, indent=2))
+        return format_html("<pre class='agentry-event-data'>{}</pre>", json.dumps(event.data, indent=2))
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files served from /static/, no CDN
     "channels",
     "django_celery_beat",
     "allauth",
@@ -59,6 +60,7 @@ MIDDLEWARE = [
     "accounts.audit.AuditContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -225,6 +227,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two models have a `kind` choice set; name their enums instead of letting hashes leak into the API.
+    "ENUM_NAME_OVERRIDES": {
+        "TriggerKindEnum": "automations.models.Trigger.Kind",
+        "ApiKeyKindEnum": "accounts.models.ApiToken.Kind",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.schema.strip_trailing_slashes",
@@ -271,6 +278,77 @@ if EMAIL_USE_SSL and EMAIL_USE_TLS:
     raise ConfigError("AGENTRY_SMTP_SSL and AGENTRY_SMTP_STARTTLS can't both be on")
 EMAIL_TIMEOUT = 10
 DEFAULT_FROM_EMAIL = env_str("AGENTRY_EMAIL_FROM", "Agentry <agentry@localhost>")
+
+# --------------------------------------------------------------------------- Security
+# Production sits behind HTTPS: AGENTRY_HTTPS=1 (or DJANGO_SECURE=1) makes cookies secure, redirects
+# http to https and sends HSTS. With it, DJANGO_DEBUG off and a DJANGO_SECRET_KEY of 50+ characters,
+# `manage.py check --deploy` is clean. README, "Production security settings".
+from csp.constants import NONCE, NONE, SELF  # noqa: E402
+
+HTTPS = env_bool("AGENTRY_HTTPS", env_bool("DJANGO_SECURE", False))
+if HTTPS:
+    # Every host of a deployment must sign with the same key, so the per-checkout dev key under
+    # var/ won't do; a short or Django-generated placeholder key is refused rather than warned about.
+    _key = env_str("DJANGO_SECRET_KEY") or ""
+    if len(_key) < 50 or len(set(_key)) < 5 or _key.startswith("django-insecure-"):
+        raise ConfigError(
+            "AGENTRY_HTTPS (or DJANGO_SECURE) is on: set DJANGO_SECRET_KEY to 50+ random characters "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+        )
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+# Off only when the proxy in front already redirects http to https.
+SECURE_SSL_REDIRECT = env_bool("AGENTRY_SSL_REDIRECT", HTTPS)
+# Load balancer health checks speak plain http to the app.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Behind a TLS-terminating proxy, Django sees http unless it trusts the proxy's header; without this
+# the redirect above loops and CSRF rejects the https Origin. Only for a proxy that overwrites the header.
+if env_bool("AGENTRY_TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = env_int("AGENTRY_HSTS_SECONDS", 31_536_000 if HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("AGENTRY_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("AGENTRY_HSTS_PRELOAD", False)
+# Preloading commits the whole registrable domain to https in every browser for months; only its
+# owner can decide that, so it stays opt-in and its absence isn't reported by check --deploy.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+# No JavaScript reads the CSRF cookie: pages send {{ csrf_token }} (htmx's hx-headers, forms,
+# Swagger UI's init script, the browsable API's JSON block).
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+
+# Content-Security-Policy (django-csp). No inline script, handler or style anywhere: behaviour lives in
+# static/js (data-* attributes, see static/js/ui.js) and sizes are set through the CSSOM, which the
+# policy allows. The nonce reaches the header only on pages that use {{ request.csp_nonce }}: today
+# just the Swagger UI page (templates/drf_spectacular/swagger_ui.html). config/tests/test_security.py
+# fails on inline script, on*= handlers or style= in templates; the browser tests fail on violations.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        # CSP3 'self' also matches ws:/wss: to the same host: the run page's websocket.
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+SPECTACULAR_SETTINGS.update(
+    {
+        "SWAGGER_UI_DIST": "SIDECAR",
+        "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+        "REDOC_DIST": "SIDECAR",
+        # No badge image fetched from validator.swagger.io.
+        "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    }
+)
 
 # --------------------------------------------------------------------------- Misc
 LANGUAGE_CODE = "en-us"

@@ -552,10 +552,7 @@
 
   // ------------------------------------------------------------------ wiring
 
-  document.addEventListener("submit", (event) => {
-    const form = event.target.closest("form[data-confirm]");
-    if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
-  });
+  // Forms with data-confirm (cancel, run a write again) ask first: static/js/ui.js.
 
   // Typing into an approval card marks it, so a reload of the controls doesn't wipe the edit.
   document.addEventListener("input", (event) => {

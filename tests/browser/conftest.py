@@ -1,4 +1,8 @@
-"""A real Chromium driven by Playwright. Missing browser: skipped locally, a failure in CI."""
+"""A real Chromium driven by Playwright. Missing browser: skipped locally, a failure in CI.
+
+Every page opened in `browser_context` is watched for Content-Security-Policy violations (Chromium
+logs "Refused to …" for each blocked script, style, handler or connection); a test that caused one
+fails at teardown, so a template or script the policy blocks can't slip in unnoticed."""
 
 from __future__ import annotations
 
@@ -20,6 +24,14 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+CSP_MARKERS = ("Content Security Policy", "Refused to")
+# Belt and braces next to the console: the DOM event fires for every violation, reported or not.
+REPORT_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  console.error("Content Security Policy violation: " + event.violatedDirective + " blocked "
+    + (event.blockedURI || "inline") + " at " + event.sourceFile + ":" + event.lineNumber);
+});
+"""
 
 
 def _require_chromium() -> None:
@@ -46,10 +58,20 @@ def browser_context(tmp_path) -> Iterator:
             args=CHROMIUM_ARGS,
             viewport={"width": 1280, "height": 900},
         )
+        violations: list[str] = []
+
+        def on_console(message) -> None:
+            if any(marker in message.text for marker in CSP_MARKERS):
+                violations.append(f"{message.type}: {message.text}")
+
+        context.on("console", on_console)
+        context.add_init_script(REPORT_VIOLATIONS)
         try:
             yield context
         finally:
             context.close()
+        if violations:
+            pytest.fail("Content-Security-Policy violations in the browser:\n" + "\n".join(violations), pytrace=False)
 
 
 @pytest.fixture
