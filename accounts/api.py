@@ -5,7 +5,7 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, mixins, serializers, status, viewsets
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 from rest_framework.permissions import AllowAny
@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from accounts import audit, quotas, selectors, services
 from accounts.models import ApiToken, AuditLog, Membership
+from config.openapi import ApiSchema, ErrorEnvelopeSerializer
 
 
 class TokenRequestSerializer(serializers.Serializer):
@@ -36,12 +37,15 @@ class TokenRequestSerializer(serializers.Serializer):
                 "organization": serializers.SlugField(),
                 "created_at": serializers.DateTimeField(),
             },
-        )
+        ),
+        401: OpenApiResponse(ErrorEnvelopeSerializer, description="Wrong username or password, or not a member "
+                                                                  "of that organization."),
     },
     auth=[],
     summary="Exchange a username and password for a personal API token",
 )
 class TokenView(APIView):
+    schema = ApiSchema()
     permission_classes = [AllowAny]
     authentication_classes: list = []
 
@@ -96,6 +100,7 @@ AUDIT_PARAMS = [
 class AuditLogView(generics.ListAPIView):
     """Read-only: the audit log of your organization, newest first. Owners and admins only."""
 
+    schema = ApiSchema()
     serializer_class = AuditLogSerializer
 
     def _filters(self) -> dict:
@@ -108,6 +113,9 @@ class AuditLogView(generics.ListAPIView):
                 if value is None:
                     raise serializers.ValidationError({name: ["Use an ISO 8601 date-time, e.g. 2026-11-01T00:00:00Z."]})
                 parsed[name] = value
+        for name in ("actor", "action", "target"):
+            if "\x00" in params.get(name, ""):  # Postgres can't compare text with U+0000 in it
+                raise serializers.ValidationError({name: ["Null characters are not allowed."]})
         return {"actor": params.get("actor", ""), "action": params.get("action", ""),
                 "target_id": params.get("target", ""), **parsed}
 
@@ -160,8 +168,9 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
     """Your API keys, and the organization's service keys if you are an owner or admin.
     The secret is returned once, when the key is created. DELETE revokes."""
 
+    schema = ApiSchema()
     serializer_class = ApiKeySerializer
-    lookup_value_regex = "[0-9a-fA-F-]{36}"
+    lookup_value_regex = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
     def _membership(self) -> Membership:
         membership = selectors.membership_for_request(self.request)
@@ -199,7 +208,9 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
 class UsageView(APIView):
     """This month's usage against the organization's and your own quotas."""
 
-    @extend_schema(tags=["usage"], responses=inline_serializer("Usage", fields={
+    schema = ApiSchema()
+
+    @extend_schema(tags=["usage"], responses=inline_serializer("UsageReport", fields={
         "month_start": serializers.DateTimeField(),
         "lines": serializers.ListField(child=serializers.DictField()),
     }))

@@ -31,6 +31,11 @@ from agents.serializers import (
     UncertainWriteDecisionSerializer,
 )
 from config.errors import Conflict
+from config.openapi import ApiSchema
+
+# Only well-formed UUIDs reach a view: a 36-character string of hex digits and dashes that isn't
+# one would fail in the database lookup with a 500.
+UUID_REGEX = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
 
 class QuotaExceededError(exceptions.APIException):
@@ -57,8 +62,24 @@ def _int_param(request, name: str, default: int, *, minimum: int = 0, maximum: i
     return value
 
 
+def _text_param(request, name: str) -> str:
+    value = request.query_params.get(name, "")
+    if "\x00" in value:  # Postgres can't compare text with U+0000 in it
+        raise serializers.ValidationError({name: ["Null characters are not allowed."]})
+    return value
+
+
+def _ordering_param(request, allowed: set[str]) -> str:
+    ordering = request.query_params.get("ordering") or "-created_at"
+    if ordering not in allowed:
+        raise serializers.ValidationError({"ordering": [f"One of: {', '.join(sorted(allowed))}."]})
+    return ordering
+
+
 class OrganizationScoped:
     """Resolves the organization the caller acts in; every query goes through it."""
+
+    schema = ApiSchema()
 
     @property
     def organization(self):
@@ -93,16 +114,15 @@ class AgentViewSet(
     serializer_class = AgentSerializer
     run_scope_actions = ("runs",)  # POST /agents/<id>/runs needs the run scope, not manage
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
-    lookup_value_regex = "[0-9a-fA-F-]{36}"
+    lookup_value_regex = UUID_REGEX
 
     def get_queryset(self):
-        params = self.request.query_params
         return selectors.agent_list(
             organization=self.organization,
-            search=params.get("search", "").strip(),
-            model=params.get("model", ""),
-            tool=params.get("tool", ""),
-            ordering=params.get("ordering", "-created_at"),
+            search=_text_param(self.request, "search").strip(),
+            model=_text_param(self.request, "model"),
+            tool=_text_param(self.request, "tool"),
+            ordering=_ordering_param(self.request, selectors.AGENT_ORDERINGS),
         ).select_related("created_by")
 
     def get_object(self):
@@ -188,7 +208,7 @@ class RunViewSet(OrganizationScoped, mixins.ListModelMixin, mixins.RetrieveModel
 
     serializer_class = RunSerializer
     run_scope_actions = ("cancel", "pause", "resume", "retry", "rerun", "uncertain_write")
-    lookup_value_regex = "[0-9a-fA-F-]{36}"
+    lookup_value_regex = UUID_REGEX
 
     def get_queryset(self):
         params = self.request.query_params
@@ -207,7 +227,7 @@ class RunViewSet(OrganizationScoped, mixins.ListModelMixin, mixins.RetrieveModel
             organization=self.organization,
             agent_id=agent_id,
             status=status_filter,
-            ordering=params.get("ordering", "-created_at"),
+            ordering=_ordering_param(self.request, selectors.RUN_ORDERINGS),
         ).select_related(None).select_related("created_by")
 
     def get_object(self):
@@ -274,8 +294,10 @@ class RunViewSet(OrganizationScoped, mixins.ListModelMixin, mixins.RetrieveModel
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("after", int, description="Only events with a greater sequence number."),
-            OpenApiParameter("limit", int, description="At most this many events (JSON only; default 1000)."),
+            OpenApiParameter("after", {"type": "integer", "minimum": 0},
+                             description="Only events with a greater sequence number."),
+            OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": 5000},
+                             description="At most this many events (JSON only; default 1000)."),
         ],
         responses={
             (200, "application/json"): RunEventSerializer(many=True),
@@ -291,6 +313,7 @@ class RunViewSet(OrganizationScoped, mixins.ListModelMixin, mixins.RetrieveModel
         detail=True,
         methods=["get"],
         renderer_classes=[renderers.JSONRenderer, renderers.BrowsableAPIRenderer, EventStreamRenderer],
+        pagination_class=None,  # a plain list, bounded by `limit`; not the page envelope of the lists
     )
     def events(self, request, pk=None):
         run = self.get_object()
@@ -317,6 +340,8 @@ def _event_stream(run_id, after: int) -> StreamingHttpResponse:
 
 @extend_schema(tags=["catalog"], responses=ModelInfoSerializer(many=True), summary="Models available now")
 class ModelListView(APIView):
+    schema = ApiSchema()
+
     def get(self, request):
         return Response(ModelInfoSerializer(available_models(), many=True).data)
 
@@ -329,13 +354,18 @@ class ApprovalViewSet(OrganizationScoped, mixins.ListModelMixin, mixins.Retrieve
 
     serializer_class = ApprovalSerializer
     run_scope_actions = ("decide",)
-    lookup_value_regex = "[0-9a-fA-F-]{36}"
+    lookup_value_regex = UUID_REGEX
 
     def get_queryset(self):
         status_filter = self.request.query_params.get("status", "")
         if status_filter and status_filter not in Approval.Status.values:
             raise serializers.ValidationError({"status": [f"One of: {', '.join(Approval.Status.values)}."]})
         run_id = self.request.query_params.get("run") or None
+        if run_id:
+            try:
+                run_id = str(uuid.UUID(run_id))
+            except ValueError:
+                raise serializers.ValidationError({"run": ["Must be a run id (UUID)."]}) from None
         return selectors.approval_list(organization=self.organization, status=status_filter, run_id=run_id)
 
     def get_object(self):

@@ -11,6 +11,33 @@ from agents.models import MAX_STEPS_LIMIT, TIMEOUT_LIMIT_SECONDS, Agent, Approva
 from integrations import tools as tool_registry
 
 
+def reject_null_characters(value: object) -> None:
+    """Postgres can store U+0000 neither in text nor in jsonb; refuse it here (400) rather than fail
+    on save (500). CharFields already do; JSON values and keys need this."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise serializers.ValidationError("Null characters are not allowed.")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+@extend_schema_field({"type": "object", "additionalProperties": {}, "nullable": True})
+class JSONObjectField(serializers.JSONField):
+    """JSON that the serializer only accepts as an object (its validate_<field> says so); documented
+    as one, since a plain JSONField is documented as any JSON value."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        reject_null_characters(value)
+        return value
+
+
 class AgentSerializer(serializers.ModelSerializer):
     name = serializers.CharField(max_length=120, allow_blank=False, trim_whitespace=True)
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
@@ -34,7 +61,7 @@ class AgentSerializer(serializers.ModelSerializer):
                                                         max_value=7 * 24 * 3600)
     approval_expiry_outcome = serializers.ChoiceField(choices=Agent.ExpiryOutcome.choices, required=False,
                                                       default=Agent.ExpiryOutcome.REJECT)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = Agent
@@ -82,13 +109,14 @@ class AgentSerializer(serializers.ModelSerializer):
 
 class RunCreateSerializer(serializers.Serializer):
     goal = serializers.CharField(allow_blank=False, trim_whitespace=True, max_length=20_000)
-    context = serializers.JSONField(required=False, allow_null=True, default=None)
+    context = JSONObjectField(required=False, allow_null=True, default=None)
     # Per-run limits; unset ones come from the agent.
     max_steps = serializers.IntegerField(required=False, min_value=1, max_value=MAX_STEPS_LIMIT)
     timeout_seconds = serializers.IntegerField(required=False, min_value=5, max_value=TIMEOUT_LIMIT_SECONDS)
     max_tokens = serializers.IntegerField(required=False, min_value=1, max_value=100_000_000)
+    # A number in the schema, as on the agent: the string form's documented pattern admits "".
     max_cost_usd = serializers.DecimalField(required=False, max_digits=10, decimal_places=4,
-                                            min_value=Decimal("0.0001"))
+                                            min_value=Decimal("0.0001"), coerce_to_string=False)
     dry_run = serializers.BooleanField(required=False, default=False,
                                        help_text="Read tools run for real; write tools are simulated.")
 
@@ -115,7 +143,9 @@ class RunSerializer(serializers.ModelSerializer):
     model = serializers.SerializerMethodField()
     usage = serializers.SerializerMethodField()
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    # Blank until the run ends; declared so the schema's enum admits "" (read-only fields lose allow_blank).
+    stop_reason = serializers.ChoiceField(choices=Run.StopReason.choices, allow_blank=True, read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = Run
@@ -171,7 +201,7 @@ class ToolInfoSerializer(serializers.Serializer):
 
 
 class ApprovalSerializer(serializers.ModelSerializer):
-    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     agent_name = serializers.SerializerMethodField()
 
     class Meta:
@@ -190,6 +220,10 @@ class ApprovalDecisionSerializer(serializers.Serializer):
     arguments = serializers.DictField(required=False, help_text="With `edit`: the arguments to run the tool with.")
     message = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000,
                                     help_text="With `reject`: shown to the model.")
+
+    def validate_arguments(self, value: dict) -> dict:
+        reject_null_characters(value)
+        return value
 
     def validate(self, attrs: dict) -> dict:
         if attrs["decision"] == "edit" and "arguments" not in attrs:

@@ -23,7 +23,6 @@ from agents.api import OrganizationScoped
 from automations import selectors, services, signing
 from automations.models import Trigger, TriggerEvent
 from automations.serializers import (
-    ErrorEnvelopeSerializer,
     ScheduleFiringSerializer,
     ScheduleSerializer,
     TriggerCreatedSerializer,
@@ -34,8 +33,9 @@ from automations.serializers import (
     signing_doc,
 )
 from config.errors import Conflict, envelope
+from config.openapi import ApiSchema, ErrorEnvelopeSerializer
 
-UUID_REGEX = "[0-9a-fA-F-]{36}"
+UUID_REGEX = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
 
 def _uuid_param(request, name: str) -> str | None:
@@ -284,6 +284,7 @@ def _error_response(code: int, description: str) -> OpenApiResponse:
 
 
 class WebhookView(APIView):
+    schema = ApiSchema()
     authentication_classes: list = []
     permission_classes = [AllowAny]
     throttle_classes: list = []
@@ -296,6 +297,8 @@ class WebhookView(APIView):
         description=WEBHOOK_DOC,
         request={"application/json": OpenApiTypes.OBJECT},
         parameters=[
+            # As automations/urls.py matches it; anything else is not this endpoint.
+            OpenApiParameter("public_id", str, OpenApiParameter.PATH, pattern="^[A-Za-z0-9_-]{1,64}$"),
             OpenApiParameter(signing.TIMESTAMP_HEADER, str, OpenApiParameter.HEADER, required=True,
                              description="Unix time in seconds."),
             OpenApiParameter(signing.SIGNATURE_HEADER, str, OpenApiParameter.HEADER, required=True,

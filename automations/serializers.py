@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents import selectors as agent_selectors
+from agents.serializers import JSONObjectField
 from automations import cron, selectors, services, signing
 from automations.models import (
     GOAL_TEMPLATE_MAX,
@@ -52,7 +53,7 @@ class ScheduleSerializer(serializers.ModelSerializer):
     timezone = serializers.CharField(required=False, default="UTC", max_length=64,
                                      help_text="IANA time zone the times are in, e.g. Europe/Berlin.")
     goal = serializers.CharField(max_length=MAX_GOAL, trim_whitespace=True)
-    context = serializers.JSONField(required=False, allow_null=True, default=None)
+    context = JSONObjectField(required=False, allow_null=True, default=None)
     enabled = serializers.BooleanField(required=False, default=True)
     notify_on_success = serializers.BooleanField(required=False, default=False)
     max_retries = serializers.IntegerField(required=False, default=3, min_value=0, max_value=MAX_RETRIES_LIMIT)
@@ -268,10 +269,3 @@ class WebhookAcceptedSerializer(serializers.Serializer):
     run_id = serializers.UUIDField()
     event_id = serializers.IntegerField()
     status = serializers.CharField(default="accepted")
-
-
-class ErrorEnvelopeSerializer(serializers.Serializer):
-    error = serializers.CharField(help_text="Machine-readable reason, e.g. bad_signature, stale_timestamp.")
-    message = serializers.CharField()
-    details = serializers.DictField()
-    request_id = serializers.CharField(allow_null=True)

@@ -666,7 +666,8 @@ def webhook_receive(
         return reject(403, "disabled", "This trigger is disabled.")
     if (declared_length or 0) > MAX_BODY_BYTES or len(body) > MAX_BODY_BYTES:
         return reject(413, "too_large", f"The body is larger than {MAX_BODY_BYTES} bytes.")
-    excerpt = body[:EXCERPT_CHARS].decode("utf-8", "replace")
+    # Postgres text can't hold NUL; the excerpt is for people, so drop it.
+    excerpt = body[:EXCERPT_CHARS].decode("utf-8", "replace").replace("\x00", "")
     media_type = (content_type or "").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         return reject(415, "unsupported_media_type",
@@ -696,6 +697,10 @@ def webhook_receive(
         return reject(400, "invalid_json", f"The body is not valid JSON: {exc}.", excerpt)
     if not isinstance(payload, dict):
         return reject(400, "not_an_object", "The body must be a JSON object.", excerpt)
+    if "\\u0000" in json.dumps(payload):
+        # Postgres can't store NUL in text or jsonb; refuse it here rather than fail on save.
+        return reject(400, "invalid_json", "The body contains a NUL character (\\u0000), which is not accepted.",
+                      excerpt)
     if not _is_member(trigger.owner, trigger.organization_id):
         return reject(403, "owner_not_member", "The trigger's owner is no longer a member of the organization.",
                       excerpt)

@@ -73,7 +73,7 @@ def api_exception_handler(exc, context):
 
 
 def _is_api(request) -> bool:
-    return request.path.startswith("/api/")
+    return request.path.startswith(("/api/", "/hooks/"))
 
 
 def handler404(request, exception=None):

@@ -5,10 +5,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents.serializers import ToolInfoSerializer
+from config.openapi import ApiSchema
 from integrations import tools
 
 
 @extend_schema(tags=["catalog"], responses=ToolInfoSerializer(many=True), summary="Tools agents can use")
 class ToolListView(APIView):
+    schema = ApiSchema()
+
     def get(self, request):
         return Response([tool.as_dict() for tool in tools.all_tools()])

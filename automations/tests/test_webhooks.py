@@ -245,3 +245,15 @@ def test_secrets_survive_a_secret_key_rotation_while_the_old_key_is_a_fallback(c
     _rejected(_post(client, trigger, BODY, secret=secret), 401, "bad_signature")
     settings.SECRET_KEY_FALLBACKS = [old_key]
     assert _post(client, trigger, BODY, secret=secret, timestamp=int(time.time()) + 1).status_code == 202
+
+
+def test_a_signed_body_with_a_nul_character_is_refused_and_logged(client, webhook):
+    """Postgres can't store NUL: the call gets a 400 and an event row instead of a 500."""
+    trigger, secret = webhook
+
+    response = _post(client, trigger, b'{"note": "a\\u0000b"}', secret=secret)
+
+    _rejected(response, 400, "invalid_json")
+    assert "NUL" in response.json()["message"]
+    assert TriggerEvent.objects.get().reason == "invalid_json"
+    assert not Run.objects.exists()
