@@ -65,13 +65,17 @@ def _usage(organization: Organization, user=None) -> dict[str, Decimal]:
     }
 
 
-def usage_lines(*, organization: Organization, user=None) -> list[Line]:
+def usage_lines(*, organization: Organization, user=None, only_limited: bool = False) -> list[Line]:
+    """Usage against limits. With `only_limited`, scopes without a quota are skipped (no counting):
+    the check on every run start then costs one indexed lookup when no quotas are set."""
     quotas = {q.user_id: q for q in Quota.objects.filter(organization=organization).filter(
         Q(user__isnull=True) | Q(user=user) if user is not None else Q(user__isnull=True))}
     lines: list[Line] = []
     for scope, quota, who in (("organization", quotas.get(None), None), ("user", quotas.get(getattr(user, "pk", -1)),
                                                                          user)):
         if scope == "user" and user is None:
+            continue
+        if only_limited and quota is None:
             continue
         used = _usage(organization, who)
         limits = {
@@ -87,7 +91,7 @@ def usage_lines(*, organization: Organization, user=None) -> list[Line]:
 
 def check_run_allowed(*, organization: Organization, user) -> list[dict]:
     """Raise QuotaExceeded if a limit is reached; otherwise return warnings (>= 80%)."""
-    lines = usage_lines(organization=organization, user=user)
+    lines = usage_lines(organization=organization, user=user, only_limited=True)
     over = [line for line in lines if line.limit is not None and line.used >= line.limit]
     if over:
         names = ", ".join(f"{line.scope} {line.metric.replace('_usd', '')} "
