@@ -136,6 +136,16 @@ class Outage:
                 process.kill()
         self.redis.terminate()
         self.postgres.cleanup()
+        # pgserver only stops a server when its last handle closes; the restart test started a new
+        # postmaster outside it, so stop whatever is running on this data directory.
+        from pgserver._commands import pg_ctl
+
+        if (self.pgdata / "postmaster.pid").exists():
+            try:
+                pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=self.pgdata,
+                       user="pgserver" if os.geteuid() == 0 else None)
+            except subprocess.CalledProcessError:
+                pass
 
 
 @pytest.fixture
