@@ -36,6 +36,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
+from accounts import quotas
 from accounts.models import Membership, Organization
 from agents import services as agent_services
 from agents.models import Agent, Run
@@ -329,6 +330,14 @@ def _start_attempt(firing: ScheduleFiring, *, schedule: Schedule, now: datetime)
         firing.finished_at = now
         firing.error = (f"Not started: the owner {schedule.owner.get_username()} is no longer an active member "
                         "of the organization. Give the schedule a new owner.")
+        firing.save()
+        return firing
+    try:
+        quotas.check_run_allowed(organization=schedule.organization, user=schedule.owner)
+    except quotas.QuotaExceeded as exc:
+        firing.outcome = ScheduleFiring.Outcome.FAILED
+        firing.finished_at = now
+        firing.error = f"Not started: {exc}"
         firing.save()
         return firing
     run = agent_services.run_start(agent=schedule.agent, goal=schedule.goal, context=copy.deepcopy(schedule.context),
@@ -709,6 +718,10 @@ def webhook_receive(
     except templating.TemplateError as exc:
         return reject(400, "template_error", str(exc), excerpt)
     try:
+        quotas.check_run_allowed(organization=trigger.organization, user=trigger.owner)
+    except quotas.QuotaExceeded as exc:
+        return reject(429, "quota_exceeded", str(exc), excerpt)
+    try:
         with transaction.atomic():
             event = _record_event(trigger, now=now, outcome=TriggerEvent.Outcome.ACCEPTED, reason="accepted",
                                   message="Run started.", status_code=202, remote_addr=remote_addr,
@@ -778,6 +791,11 @@ def _start_from_event(
             goal = templating.render(trigger.goal_template, template_context | {"trigger": {"name": trigger.name}})
         except templating.TemplateError as exc:
             reason, message = "template_error", str(exc)
+    if reason == "accepted":
+        try:
+            quotas.check_run_allowed(organization=trigger.organization, user=trigger.owner)
+        except quotas.QuotaExceeded as exc:
+            reason, message = "quota_exceeded", str(exc)
     accepted = reason == "accepted"
     try:
         with transaction.atomic():

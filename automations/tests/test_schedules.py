@@ -337,3 +337,16 @@ def test_a_daily_schedule_fires_once_at_its_local_time_on_dst_change_days(organi
     assert [f.occurrence_at for f in on_sunday] == [sunday]
     assert on_sunday[0].fired_at <= sunday + timedelta(minutes=2)
     assert Run.objects.count() == 2
+
+
+def test_a_schedule_over_its_owners_quota_records_why_it_did_not_run(make_schedule):
+    from accounts.models import Quota
+
+    schedule = make_schedule()
+    Quota.objects.create(organization=schedule.organization, runs_per_month=0)
+
+    firing = services.schedule_fire_due(schedule_id=schedule.id, now=schedule.next_fire_at + timedelta(seconds=1))
+
+    assert firing.outcome == "failed" and firing.run is None
+    assert "Monthly quota reached" in firing.error
+    assert not Run.objects.exists()

@@ -257,3 +257,17 @@ def test_a_signed_body_with_a_nul_character_is_refused_and_logged(client, webhoo
     assert "NUL" in response.json()["message"]
     assert TriggerEvent.objects.get().reason == "invalid_json"
     assert not Run.objects.exists()
+
+
+def test_a_webhook_respects_the_organizations_run_quota(client, webhook):
+    from accounts.models import Quota
+
+    trigger, secret = webhook
+    Quota.objects.create(organization=trigger.organization, runs_per_month=0)
+
+    response = _post(client, trigger, BODY, secret=secret)
+
+    body = _rejected(response, 429, "quota_exceeded")
+    assert "Monthly quota reached" in body["message"]
+    assert TriggerEvent.objects.get().reason == "quota_exceeded"
+    assert not Run.objects.exists()
