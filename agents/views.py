@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Page
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -30,6 +30,7 @@ from agents import approvals, selectors, services
 from agents.forms import AgentForm, ApprovalDecisionForm, RunForm
 from agents.llm import registry as model_registry
 from agents.models import Agent, Approval, Run, RunEvent
+from config.ui import found_or_404, organization_or_403, page_of
 from integrations import tools as tool_registry
 
 PAGE_SIZE = 20
@@ -42,29 +43,19 @@ AWAITING_APPROVAL = "approval:"
 # --------------------------------------------------------------------------- helpers
 
 
-def _organization(request: HttpRequest) -> Organization:
-    organization = organization_for_request(request)
-    if organization is None:
-        raise PermissionDenied("You are not a member of any organization yet. Ask an owner to add you.")
-    return organization
+_organization = organization_or_403
 
 
 def _agent_or_404(organization: Organization, agent_id: uuid.UUID) -> Agent:
-    agent = selectors.agent_get(organization=organization, agent_id=agent_id)
-    if agent is None:
-        raise Http404("No such agent.")
-    return agent
+    return found_or_404(selectors.agent_get(organization=organization, agent_id=agent_id), "No such agent.")
 
 
 def _run_or_404(organization: Organization, run_id: uuid.UUID) -> Run:
-    run = selectors.run_get(organization=organization, run_id=run_id)
-    if run is None:
-        raise Http404("No such run.")
-    return run
+    return found_or_404(selectors.run_get(organization=organization, run_id=run_id), "No such run.")
 
 
 def _page(request: HttpRequest, items: Any) -> Page:
-    return Paginator(items, PAGE_SIZE).get_page(request.GET.get("page"))
+    return page_of(request, items, PAGE_SIZE)
 
 
 def _is_htmx(request: HttpRequest) -> bool:

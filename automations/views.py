@@ -10,47 +10,38 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Page, Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.core.exceptions import ValidationError
+from django.core.paginator import Page
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import Organization
-from accounts.selectors import organization_for_request
 from agents import selectors as agent_selectors
 from automations import cron, selectors, services, signing
 from automations.forms import ScheduleForm, TriggerForm
 from automations.models import Schedule, ScheduleFiring, Trigger, TriggerEvent
+from config.ui import found_or_404, organization_or_403, page_of
 
 PAGE_SIZE = 20
 
 
-def _organization(request: HttpRequest) -> Organization:
-    organization = organization_for_request(request)
-    if organization is None:
-        raise PermissionDenied("You are not a member of any organization yet. Ask an owner to add you.")
-    return organization
+_organization = organization_or_403
 
 
 def _schedule_or_404(organization: Organization, schedule_id: uuid.UUID) -> Schedule:
-    schedule = selectors.schedule_get(organization=organization, schedule_id=schedule_id)
-    if schedule is None:
-        raise Http404("No such schedule.")
-    return schedule
+    return found_or_404(selectors.schedule_get(organization=organization, schedule_id=schedule_id),
+                        "No such schedule.")
 
 
 def _trigger_or_404(organization: Organization, trigger_id: uuid.UUID) -> Trigger:
-    trigger = selectors.trigger_get(organization=organization, trigger_id=trigger_id)
-    if trigger is None:
-        raise Http404("No such trigger.")
-    return trigger
+    return found_or_404(selectors.trigger_get(organization=organization, trigger_id=trigger_id), "No such trigger.")
 
 
 def _page(request: HttpRequest, items: Any) -> Page:
-    return Paginator(items, PAGE_SIZE).get_page(request.GET.get("page"))
+    return page_of(request, items, PAGE_SIZE)
 
 
 def _agent_filter(request: HttpRequest, organization: Organization):

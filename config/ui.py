@@ -1,0 +1,33 @@
+"""Helpers shared by the server-rendered views of every app."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Page, Paginator
+from django.http import Http404, HttpRequest
+
+from accounts.models import Organization
+from accounts.selectors import organization_for_request
+
+PAGE_SIZE = 20
+T = TypeVar("T")
+
+
+def organization_or_403(request: HttpRequest) -> Organization:
+    organization = organization_for_request(request)
+    if organization is None:
+        raise PermissionDenied("You are not a member of any organization yet. Ask an owner to add you.")
+    return organization
+
+
+def found_or_404(value: T | None, message: str) -> T:
+    """A selector's result, or the page's 404 (selectors return None for other organizations' objects)."""
+    if value is None:
+        raise Http404(message)
+    return value
+
+
+def page_of(request: HttpRequest, items: Any, size: int = PAGE_SIZE) -> Page:
+    return Paginator(items, size).get_page(request.GET.get("page"))
