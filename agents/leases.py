@@ -101,6 +101,14 @@ class Keeper:
             with connection.cursor() as cursor:
                 cursor.execute(_RENEW, [settings.RUN_LEASE_SECONDS, HOLDER, list(held), list(held.values())])
                 renewed = {str(row[0]) for row in cursor.fetchall()}
+                missing = [run_id for run_id in held if run_id not in renewed]
+                if missing:
+                    # Lost means another holder or status now; a row this connection can't see (deleted,
+                    # or not yet committed by the caller) is left to the loop, whose next fenced write
+                    # finds out for itself.
+                    cursor.execute("SELECT id FROM agents_run WHERE id = ANY(%s::uuid[])", [missing])
+                    visible = {str(row[0]) for row in cursor.fetchall()}
+                    renewed |= set(missing) - visible
         finally:
             if not connection.in_atomic_block:  # the heartbeat thread's own connection goes back to the pool
                 connection.close()
