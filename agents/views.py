@@ -607,66 +607,49 @@ def _back_to_run(run: Run) -> HttpResponse:
     return redirect(reverse("agents:run-detail", kwargs={"run_id": run.id}))
 
 
+def _steer(request: HttpRequest, run_id: uuid.UUID, service, verb: str, done: str, *,
+           settled: str | None = None, requested: str = "") -> HttpResponse:
+    """Cancel, pause, resume or retry: call the service, say what happened, go back to the run.
+    `settled` is the status meaning the action already took effect; otherwise `requested` is shown."""
+    run = _run_or_404(_organization(request), run_id)
+    try:
+        run = service(run=run, actor=request.user)
+    except services.InvalidTransition as exc:
+        messages.error(request, f"Could not {verb}: {exc}")
+    else:
+        if settled is None or run.status == settled:
+            messages.success(request, done)
+        else:
+            messages.info(request, requested)
+    return _back_to_run(run)
+
+
 @login_required
 @require_POST
 def run_cancel(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
-    organization = _organization(request)
-    run = _run_or_404(organization, run_id)
-    try:
-        run = services.run_cancel(run=run, actor=request.user)
-    except services.InvalidTransition as exc:
-        messages.error(request, f"Could not cancel: {exc}")
-    else:
-        if run.status == Run.Status.CANCELLED:
-            messages.success(request, "Run cancelled.")
-        else:
-            messages.info(request, "Cancellation requested; the run stops at its next checkpoint.")
-    return _back_to_run(run)
+    return _steer(request, run_id, services.run_cancel, "cancel", "Run cancelled.", settled=Run.Status.CANCELLED,
+                  requested="Cancellation requested; the run stops at its next checkpoint.")
 
 
 @login_required
 @require_POST
 def run_pause(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
-    organization = _organization(request)
-    run = _run_or_404(organization, run_id)
-    try:
-        run = services.run_pause(run=run, actor=request.user)
-    except services.InvalidTransition as exc:
-        messages.error(request, f"Could not pause: {exc}")
-    else:
-        if run.status == Run.Status.PAUSED:
-            messages.success(request, "Run paused. Resume it to carry on from where it stopped.")
-        else:
-            messages.info(request, "Pause requested; the run pauses at its next step.")
-    return _back_to_run(run)
+    return _steer(request, run_id, services.run_pause, "pause",
+                  "Run paused. Resume it to carry on from where it stopped.", settled=Run.Status.PAUSED,
+                  requested="Pause requested; the run pauses at its next step.")
 
 
 @login_required
 @require_POST
 def run_resume(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
-    organization = _organization(request)
-    run = _run_or_404(organization, run_id)
-    try:
-        run = services.run_resume(run=run, actor=request.user)
-    except services.InvalidTransition as exc:
-        messages.error(request, f"Could not resume: {exc}")
-    else:
-        messages.success(request, "Run resumed; it carries on from its last stored step.")
-    return _back_to_run(run)
+    return _steer(request, run_id, services.run_resume, "resume",
+                  "Run resumed; it carries on from its last stored step.")
 
 
 @login_required
 @require_POST
 def run_retry(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
-    organization = _organization(request)
-    run = _run_or_404(organization, run_id)
-    try:
-        run = services.run_retry(run=run, actor=request.user)
-    except services.InvalidTransition as exc:
-        messages.error(request, f"Could not retry: {exc}")
-    else:
-        messages.success(request, "Retrying from the last good step.")
-    return _back_to_run(run)
+    return _steer(request, run_id, services.run_retry, "retry", "Retrying from the last good step.")
 
 
 @login_required
