@@ -38,7 +38,7 @@ def owner(organization):
 @pytest.fixture
 def member(organization):
     user = _user("max")
-    account_services.membership_add(organization=organization, user=user, role=Membership.Role.MEMBER)
+    account_services.membership_add(organization=organization, user=user, role=Membership.Role.BUILDER)
     return user
 
 

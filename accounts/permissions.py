@@ -33,3 +33,41 @@ class TokenScopes(BasePermission):
             return True
         self.message = f"This API key lacks the '{needed}' scope (it has: {', '.join(token.scopes) or 'none'})."
         return False
+
+
+ANY_MEMBER = None  # a role_perms value: any member of the organization may do it
+
+
+class RolePermission(BasePermission):
+    """Checks the caller's role (accounts/roles.py) against the view's `role_perms`.
+
+    `role_perms` maps a viewset action (or, for plain views, the lowercase HTTP method; "*" for
+    all) to a permission such as "agents.add_agent", or ANY_MEMBER. It fails closed: a view or an
+    action without a rule is refused, so a new endpoint can't be reachable before someone decides
+    who may use it. Object-level rules (sharing, ownership) are the selectors' and services' job.
+    """
+
+    message = "Permission denied."
+
+    def has_permission(self, request, view) -> bool:
+        if request.method == "OPTIONS":
+            return True
+        rules = getattr(view, "role_perms", None)
+        if rules is None:
+            self.message = "Permission denied: this endpoint declares no role rule."
+            return False
+        key = getattr(view, "action", None) or request.method.lower()
+        if key not in rules and "*" not in rules:
+            self.message = f"Permission denied: no role rule for '{key}'."
+            return False
+        perm = rules.get(key, rules.get("*"))
+        from accounts.roles import access_for_request, permission_label
+
+        access = access_for_request(request)
+        if access is None:
+            self.message = "You are not a member of any organization."
+            return False
+        if perm is ANY_MEMBER or access.can(perm):
+            return True
+        self.message = f"Permission denied: your role ({access.role_label}) can't {permission_label(perm)}."
+        return False

@@ -24,7 +24,7 @@ def organization_create(*, name: str, owner: AbstractBaseUser | None = None, slu
 
 @transaction.atomic
 def membership_add(
-    *, organization: Organization, user: AbstractBaseUser, role: str = Membership.Role.MEMBER, actor=None
+    *, organization: Organization, user: AbstractBaseUser, role: str = Membership.Role.BUILDER, actor=None
 ) -> Membership:
     before = Membership.objects.filter(user=user, organization=organization).values_list("role", flat=True).first()
     membership, _ = Membership.objects.update_or_create(

@@ -50,6 +50,12 @@ class Agent(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["organization", "-created_at"])]
+        permissions = [
+            ("run_agent", "Can run agents shared with them"),
+            ("share_agent", "Can share their agents with teams or the organization"),
+            ("view_all_agents", "Can see every agent in the organization, shared or not"),
+            ("manage_all_agents", "Can change, share and delete every agent in the organization"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(max_steps__gte=1, max_steps__lte=MAX_STEPS_LIMIT), name="agent_max_steps_range"
@@ -81,6 +87,28 @@ class Agent(models.Model):
             "approval_expiry_outcome": self.approval_expiry_outcome,
             "dry_run": False,
         }
+
+
+class AgentShare(models.Model):
+    """Who an agent is shared with besides its owner: a team (and the teams below it) or, with no
+    team, the whole organization. Shared people may run it; `can_edit` also lets them change it."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="shares")
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, null=True, blank=True, related_name="+",
+                             help_text="Empty: the whole organization.")
+    can_edit = models.BooleanField(default=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # One share per team, and at most one organization-wide share (NULLs compare equal here).
+            models.UniqueConstraint(fields=["agent", "team"], name="agent_share_unique", nulls_distinct=False),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent} shared with {self.team or 'the organization'}"
 
 
 class Run(models.Model):
@@ -149,6 +177,10 @@ class Run(models.Model):
             models.Index(fields=["organization", "status", "-created_at"]),
             models.Index(fields=["agent", "-created_at"]),
             models.Index(fields=["lease_expires_at"], condition=Q(status="running"), name="run_running_lease_idx"),
+        ]
+        permissions = [
+            ("steer_run", "Can cancel, pause, resume, retry and re-run runs they can see"),
+            ("view_all_runs", "Can see every run in the organization"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -229,6 +261,7 @@ class Approval(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [models.UniqueConstraint(fields=["run", "call_id"], name="approval_unique_call")]
+        permissions = [("decide_approval", "Can approve, edit or reject tool calls of runs they can see")]
         indexes = [models.Index(fields=["organization", "status", "-created_at"]),
                    models.Index(fields=["expires_at"], condition=Q(status="pending"), name="approval_pending_idx")]
 

@@ -191,6 +191,7 @@ AUDIT_RETENTION_DAYS = env_int("AGENTRY_AUDIT_RETENTION_DAYS", 400, minimum=0)
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
     "allauth.account.auth_backends.AuthenticationBackend",
+    "accounts.backends.RoleBackend",
 ]
 LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "/"

@@ -151,7 +151,7 @@ def test_a_token_takes_its_organizations_tier(owner_api, outsider_api, settings)
 
 
 def test_a_session_user_gets_the_most_generous_tier_of_their_organizations(owner, other_organization, settings):
-    account_services.membership_add(organization=other_organization, user=owner, role=Membership.Role.MEMBER)
+    account_services.membership_add(organization=other_organization, user=owner, role=Membership.Role.BUILDER)
     settings.RATE_LIMIT_ORGANIZATIONS = {"acme": (60, 10), "globex": (300, 60)}
     client = APIClient()
     client.force_login(owner)
