@@ -43,6 +43,18 @@ def member(organization):
 
 
 @pytest.fixture
+def member_with_role(organization):
+    """A user of the organization with the given role: member_with_role("viewer")."""
+
+    def make(role: str, username: str | None = None):
+        user = _user(username or f"{role}-user")
+        account_services.membership_add(organization=organization, user=user, role=role)
+        return user
+
+    return make
+
+
+@pytest.fixture
 def outsider(other_organization):
     user = _user("oscar")
     account_services.membership_add(organization=other_organization, user=user, role=Membership.Role.OWNER)

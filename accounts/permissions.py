@@ -42,9 +42,10 @@ class RolePermission(BasePermission):
     """Checks the caller's role (accounts/roles.py) against the view's `role_perms`.
 
     `role_perms` maps a viewset action (or, for plain views, the lowercase HTTP method; "*" for
-    all) to a permission such as "agents.add_agent", or ANY_MEMBER. It fails closed: a view or an
-    action without a rule is refused, so a new endpoint can't be reachable before someone decides
-    who may use it. Object-level rules (sharing, ownership) are the selectors' and services' job.
+    all; "action:method" when one action serves several methods) to a permission such as
+    "agents.add_agent", or ANY_MEMBER. It fails closed: a view or an action without a rule is
+    refused, so a new endpoint can't be reachable before someone decides who may use it.
+    Object-level rules (sharing, ownership) are the selectors' and services' job.
     """
 
     message = "Permission denied."
@@ -56,11 +57,18 @@ class RolePermission(BasePermission):
         if rules is None:
             self.message = "Permission denied: this endpoint declares no role rule."
             return False
-        key = getattr(view, "action", None) or request.method.lower()
-        if key not in rules and "*" not in rules:
-            self.message = f"Permission denied: no role rule for '{key}'."
+        method = "get" if request.method == "HEAD" else request.method.lower()
+        action_map = getattr(view, "action_map", None)
+        if (action_map is not None and method not in action_map) or (action_map is None and not hasattr(view, method)):
+            return True  # no such method here: the view answers 405, there is nothing to protect
+        action = getattr(view, "action", None) or method
+        for key in (f"{action}:{method}", action, "*"):
+            if key in rules:
+                perm = rules[key]
+                break
+        else:
+            self.message = f"Permission denied: no role rule for '{action}'."
             return False
-        perm = rules.get(key, rules.get("*"))
         from accounts.roles import access_for_request, permission_label
 
         access = access_for_request(request)

@@ -45,7 +45,8 @@ ADMIN = BUILDER | AUDITOR | {
     "agents.manage_all_agents",
     "accounts.add_membership", "accounts.change_membership", "accounts.delete_membership",
     "accounts.add_team", "accounts.change_team", "accounts.delete_team",
-    "accounts.manage_service_keys", "accounts.change_quota", "accounts.change_organization",
+    "accounts.manage_service_keys", "accounts.add_quota", "accounts.change_quota", "accounts.delete_quota",
+    "accounts.change_organization",
     "accounts.add_identityprovider", "accounts.change_identityprovider", "accounts.delete_identityprovider",
 }
 OWNER = ADMIN | {"accounts.manage_owners"}

@@ -9,12 +9,25 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from accounts.admin_scoping import OrganizationScopedAdmin
+from accounts.audit import audit_record
 from agents import approvals, services
-from agents.models import Agent, Approval, Run, RunEvent
+from agents.models import Agent, AgentShare, Approval, Run, RunEvent
+
+
+class AgentShareInline(admin.TabularInline):
+    model = AgentShare
+    extra = 0
+    fields = ["team", "can_edit", "created_by", "created_at"]
+    readonly_fields = ["created_by", "created_at"]
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
+class AgentAdmin(OrganizationScopedAdmin):
+    # Sharing rules don't apply here: the admin is for those who manage every agent.
+    perm_map = {"view": "agents.view_all_agents", "change": "agents.manage_all_agents",
+                "delete": "agents.manage_all_agents"}
+    inlines = [AgentShareInline]
     list_display = ["name", "organization", "model", "tool_list", "policy_list", "max_steps", "timeout_seconds",
                     "budget", "created_by", "updated_at"]
     list_filter = ["organization", "model", "approval_expiry_outcome"]
@@ -54,6 +67,18 @@ class AgentAdmin(admin.ModelAdmin):
         if not change and obj.created_by_id is None:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+        audit_record(action="agent.update" if change else "agent.create", actor=request.user,
+                     organization_id=obj.organization_id, target=obj,
+                     data={"via": "admin", "fields": sorted(form.changed_data)})
+
+    def delete_model(self, request, obj):
+        audit_record(action="agent.delete", actor=request.user, organization_id=obj.organization_id, target=obj,
+                     data={"via": "admin"})
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for agent in queryset:
+            self.delete_model(request, agent)
 
 
 class RunEventInline(admin.TabularInline):
@@ -105,7 +130,7 @@ def _steer(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySe
            service: Callable[..., Run]) -> None:
     """Apply one steering service to each selected run; a run in the wrong state is reported, not fatal."""
     done, problems = 0, []
-    for run in queryset:
+    for run in modeladmin.scope(request, queryset, "agents.steer_run"):
         try:
             service(run=run, actor=request.user)
         except services.InvalidTransition as exc:
@@ -116,7 +141,8 @@ def _steer(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySe
 
 
 @admin.register(Run)
-class RunAdmin(admin.ModelAdmin):
+class RunAdmin(OrganizationScopedAdmin):
+    perm_map = {"view": "agents.view_all_runs"}
     list_display = ["id", "agent_name", "status", "stop_reason", "dry_run", "steps", "attempts", "input_tokens",
                     "output_tokens", "cost_usd", "created_at", "finished_at"]
     list_filter = ["status", "stop_reason", "dry_run", "organization"]
@@ -138,13 +164,14 @@ class RunAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
-        return request.method in ("GET", "HEAD")
+        return request.method in ("GET", "HEAD") and self.has_view_permission(request, obj)
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
     def has_steer_permission(self, request) -> bool:
-        return request.user.has_perm("agents.change_run")
+        return self.allowed(request, "agents.steer_run")
+
 
     @admin.action(description="Cancel the selected runs", permissions=["steer"])
     def cancel_runs(self, request, queryset):
@@ -165,7 +192,7 @@ class RunAdmin(admin.ModelAdmin):
     @admin.action(description="Re-run the selected runs", permissions=["steer"])
     def rerun_runs(self, request, queryset):
         done, problems = 0, []
-        for run in queryset:
+        for run in self.scope(request, queryset, "agents.run_agent"):
             if not run.is_finished:
                 problems.append(f"Run {str(run.id)[:8]}: it hasn't finished yet, so it can't be re-run.")
                 continue
@@ -178,7 +205,8 @@ class RunAdmin(admin.ModelAdmin):
 
 
 @admin.register(Approval)
-class ApprovalAdmin(admin.ModelAdmin):
+class ApprovalAdmin(OrganizationScopedAdmin):
+    perm_map = {"view": "agents.view_all_runs"}
     list_display = ["tool", "agent_name", "run_link", "status", "decided_by", "decided_at", "expires_at", "created_at"]
     list_filter = ["status", "tool", "organization"]
     search_fields = ["id", "tool", "call_id", "run__id", "message"]
@@ -203,17 +231,18 @@ class ApprovalAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
-        return request.method in ("GET", "HEAD")
+        return request.method in ("GET", "HEAD") and self.has_view_permission(request, obj)
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
     def has_decide_permission(self, request) -> bool:
-        return request.user.has_perm("agents.change_approval")
+        return self.allowed(request, "agents.decide_approval")
 
     def _decide(self, request, queryset, decision: str, verb: str) -> None:
         done, problems = 0, []
-        for approval in queryset.select_related("run"):
+        # Only in organizations where this person's role may decide (they may see others).
+        for approval in self.scope(request, queryset, "agents.decide_approval").select_related("run"):
             try:
                 approvals.approval_decide(approval=approval, decision=decision, actor=request.user)
             except approvals.ApprovalConflict as exc:

@@ -16,12 +16,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import quotas
-from accounts.selectors import organization_for_request
+from accounts.models import Team
+from accounts.permissions import ANY_MEMBER
+from accounts.roles import Access, Denied, access_for_request
 from agents import approvals, selectors, services, streams
 from agents.llm import available_models
 from agents.models import Approval, Run
 from agents.serializers import (
     AgentSerializer,
+    AgentShareSerializer,
     ApprovalDecisionSerializer,
     ApprovalSerializer,
     ModelInfoSerializer,
@@ -77,18 +80,21 @@ def _ordering_param(request, allowed: set[str]) -> str:
 
 
 class OrganizationScoped:
-    """Resolves the organization the caller acts in; every query goes through it."""
+    """Resolves the organization the caller acts in and their access there; every query goes
+    through them. Role checks per action are declared in `role_perms` (accounts.permissions)."""
 
     schema = ApiSchema()
 
     @property
+    def access(self) -> Access:
+        access = access_for_request(self.request)
+        if access is None:
+            raise PermissionDenied("You are not a member of any organization.")
+        return access
+
+    @property
     def organization(self):
-        if not hasattr(self, "_organization"):
-            organization = organization_for_request(self.request)
-            if organization is None:
-                raise PermissionDenied("You are not a member of any organization.")
-            self._organization = organization
-        return self._organization
+        return self.access.organization
 
 
 AGENT_LIST_PARAMS = [
@@ -113,12 +119,19 @@ class AgentViewSet(
 
     serializer_class = AgentSerializer
     run_scope_actions = ("runs",)  # POST /agents/<id>/runs needs the run scope, not manage
+    role_perms = {
+        "list": "agents.view_agent", "retrieve": "agents.view_agent", "create": "agents.add_agent",
+        "partial_update": "agents.change_agent", "update": "agents.change_agent", "destroy": "agents.delete_agent",
+        "runs:get": "agents.view_run", "runs:post": "agents.run_agent",
+        "shares:get": "agents.view_agent", "shares:post": "agents.share_agent", "shares:delete": "agents.share_agent",
+    }
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     lookup_value_regex = UUID_REGEX
 
     def get_queryset(self):
         return selectors.agent_list(
             organization=self.organization,
+            viewer=self.access,
             search=_text_param(self.request, "search").strip(),
             model=_text_param(self.request, "model"),
             tool=_text_param(self.request, "tool"),
@@ -126,9 +139,21 @@ class AgentViewSet(
         ).select_related("created_by")
 
     def get_object(self):
-        agent = selectors.agent_get(organization=self.organization, agent_id=self.kwargs["pk"])
+        agent = selectors.agent_get(organization=self.organization, viewer=self.access, agent_id=self.kwargs["pk"])
         if agent is None:
             raise NotFound("Agent not found.")
+        return agent
+
+    def _editable(self, agent):
+        if not selectors.agent_can_edit(viewer=self.access, agent=agent):
+            raise Denied("Permission denied: this agent is shared with you to run, not to change.",
+                         perm="agents.change_agent")
+        return agent
+
+    def _owned(self, agent, verb: str):
+        if not selectors.agent_is_owner_or_manager(viewer=self.access, agent=agent):
+            raise Denied(f"Permission denied: only the agent's owner or an organization admin can {verb} it.",
+                         perm="agents.manage_all_agents")
         return agent
 
     @extend_schema(parameters=AGENT_LIST_PARAMS)
@@ -141,12 +166,48 @@ class AgentViewSet(
         )
 
     def perform_update(self, serializer):
+        self._editable(serializer.instance)
         serializer.instance = services.agent_update(
             agent=serializer.instance, actor=self.request.user, **serializer.validated_data
         )
 
     def perform_destroy(self, instance):
+        self._owned(instance, "delete")
         services.agent_delete(agent=instance, actor=self.request.user)
+
+    @extend_schema(methods=["GET"], responses=AgentShareSerializer(many=True), summary="Who this agent is shared with")
+    @extend_schema(methods=["POST"], request=AgentShareSerializer, responses={200: AgentShareSerializer},
+                   summary="Share with a team (or, with team null, the whole organization)")
+    @extend_schema(methods=["DELETE"], request=None, responses={204: None}, summary="Stop sharing",
+                   parameters=[OpenApiParameter("team", str, required=True,
+                                                description="A team id, or `organization`.")])
+    @action(detail=True, methods=["get", "post", "delete"], url_path="shares", pagination_class=None)
+    def shares(self, request, pk=None):
+        agent = self.get_object()
+        if request.method == "GET":
+            return Response(AgentShareSerializer(selectors.agent_shares(agent=agent), many=True).data)
+        self._owned(agent, "share")
+        if request.method == "DELETE":
+            raw = _text_param(request, "team")
+            team = None if raw == "organization" else self._team(raw, field="team")
+            services.agent_unshare(agent=agent, team=team, actor=request.user)
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        serializer = AgentShareSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        team_id = serializer.validated_data["team"]
+        team = self._team(team_id, field="team") if team_id else None
+        share = services.agent_share(agent=agent, team=team, can_edit=serializer.validated_data["can_edit"],
+                                     actor=request.user)
+        return Response(AgentShareSerializer(share).data)
+
+    def _team(self, raw, *, field: str) -> Team:
+        try:
+            team = Team.objects.filter(organization=self.organization, id=uuid.UUID(str(raw))).first()
+        except ValueError:
+            team = None
+        if team is None:
+            raise serializers.ValidationError({field: ["No such team in this organization (or `organization`)."]})
+        return team
 
     @extend_schema(
         methods=["POST"],
@@ -165,7 +226,9 @@ class AgentViewSet(
     def runs(self, request, pk=None):
         agent = self.get_object()
         if request.method == "GET":
-            page = self.paginate_queryset(selectors.run_list(organization=self.organization, agent_id=agent.id))
+            page = self.paginate_queryset(
+                selectors.run_list(organization=self.organization, viewer=self.access, agent_id=agent.id)
+            )
             return self.get_paginated_response(RunSerializer(page, many=True).data)
         serializer = RunCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -208,6 +271,11 @@ class RunViewSet(OrganizationScoped, mixins.ListModelMixin, mixins.RetrieveModel
 
     serializer_class = RunSerializer
     run_scope_actions = ("cancel", "pause", "resume", "retry", "rerun", "uncertain_write")
+    role_perms = {
+        "list": "agents.view_run", "retrieve": "agents.view_run", "events": "agents.view_run",
+        "cancel": "agents.steer_run", "pause": "agents.steer_run", "resume": "agents.steer_run",
+        "retry": "agents.steer_run", "uncertain_write": "agents.steer_run", "rerun": "agents.run_agent",
+    }
     lookup_value_regex = UUID_REGEX
 
     def get_queryset(self):
@@ -225,13 +293,14 @@ class RunViewSet(OrganizationScoped, mixins.ListModelMixin, mixins.RetrieveModel
                 raise serializers.ValidationError({"agent": ["Must be an agent id (UUID)."]}) from None
         return selectors.run_list(
             organization=self.organization,
+            viewer=self.access,
             agent_id=agent_id,
             status=status_filter,
             ordering=_ordering_param(self.request, selectors.RUN_ORDERINGS),
         ).select_related(None).select_related("created_by")
 
     def get_object(self):
-        run = selectors.run_get(organization=self.organization, run_id=self.kwargs["pk"])
+        run = selectors.run_get(organization=self.organization, viewer=self.access, run_id=self.kwargs["pk"])
         if run is None:
             raise NotFound("Run not found.")
         return run
@@ -341,6 +410,7 @@ def _event_stream(run_id, after: int) -> StreamingHttpResponse:
 @extend_schema(tags=["catalog"], responses=ModelInfoSerializer(many=True), summary="Models available now")
 class ModelListView(APIView):
     schema = ApiSchema()
+    role_perms = {"get": ANY_MEMBER}
 
     def get(self, request):
         return Response(ModelInfoSerializer(available_models(), many=True).data)
@@ -354,6 +424,8 @@ class ApprovalViewSet(OrganizationScoped, mixins.ListModelMixin, mixins.Retrieve
 
     serializer_class = ApprovalSerializer
     run_scope_actions = ("decide",)
+    role_perms = {"list": "agents.view_approval", "retrieve": "agents.view_approval",
+                  "decide": "agents.decide_approval"}
     lookup_value_regex = UUID_REGEX
 
     def get_queryset(self):
@@ -366,10 +438,12 @@ class ApprovalViewSet(OrganizationScoped, mixins.ListModelMixin, mixins.Retrieve
                 run_id = str(uuid.UUID(run_id))
             except ValueError:
                 raise serializers.ValidationError({"run": ["Must be a run id (UUID)."]}) from None
-        return selectors.approval_list(organization=self.organization, status=status_filter, run_id=run_id)
+        return selectors.approval_list(organization=self.organization, viewer=self.access, status=status_filter,
+                                       run_id=run_id)
 
     def get_object(self):
-        approval = selectors.approval_get(organization=self.organization, approval_id=self.kwargs["pk"])
+        approval = selectors.approval_get(organization=self.organization, viewer=self.access,
+                                          approval_id=self.kwargs["pk"])
         if approval is None:
             raise NotFound("Approval not found.")
         return approval
@@ -380,13 +454,11 @@ class ApprovalViewSet(OrganizationScoped, mixins.ListModelMixin, mixins.Retrieve
         return super().list(request, *args, **kwargs)
 
     @extend_schema(request=ApprovalDecisionSerializer, responses={
-        200: ApprovalSerializer, 403: OpenApiResponse(description="Only the agent's owner or an org admin decides"),
+        200: ApprovalSerializer,
         409: OpenApiResponse(description="Already decided or expired")}, summary="Approve, edit or reject a tool call")
     @action(detail=True, methods=["post"])
     def decide(self, request, pk=None):
         approval = self.get_object()
-        if not approvals.can_decide(user=request.user, approval=approval):
-            raise PermissionDenied("Only the agent's owner or an organization admin can decide.")
         serializer = ApprovalDecisionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data

@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.audit import audit_record
-from accounts.models import Membership
+from accounts.roles import Access
 from agents import events, services
 from agents.llm import ToolCall
 from agents.models import Approval, Run, RunEvent
@@ -50,17 +50,10 @@ def for_call(run: Run, call: ToolCall, step: int, *, write: Callable) -> Approva
     return approval
 
 
-def can_decide(*, user: AbstractBaseUser, approval: Approval) -> bool:
-    """The agent's owner, or an owner or admin of the organization."""
-    if not user.is_authenticated:
-        return False
-    agent = approval.run.agent
-    if agent is not None and agent.created_by_id == user.pk:
-        return True
-    return Membership.objects.filter(
-        user=user, organization_id=approval.organization_id,
-        role__in=[Membership.Role.OWNER, Membership.Role.ADMIN],
-    ).exists()
+def can_decide(*, access: Access, approval: Approval) -> bool:
+    """Whoever's role may decide approvals, in the approval's organization. That they can see the
+    run at all is the selectors' check (approval_get / approval_list with the viewer)."""
+    return access.organization.id == approval.organization_id and access.can("agents.decide_approval")
 
 
 def approval_decide(

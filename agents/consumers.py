@@ -1,7 +1,8 @@
 """Websocket `/ws/runs/<id>/?after=<seq>`: replay stored events, then stream live ones.
 
-Authenticated by session cookie or `Authorization: Bearer`; scoped to the caller's organization.
-Never writes. Close codes: 4401 not signed in, 4404 no such run in your organization.
+Authenticated by session cookie or `Authorization: Bearer`; scoped to the caller's organization
+and role, with the same sharing rules as the API. Never writes. Close codes: 4401 not signed in,
+4403 your role may not read runs, 4404 no such run that you can see.
 """
 
 from __future__ import annotations
@@ -15,16 +16,29 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from accounts.models import Membership
-from agents import streams
+from accounts.roles import Access
+from agents import selectors, streams
 from agents.models import Run
 
 
 @database_sync_to_async
-def _visible(user, run_id, token_organization_id) -> bool:
-    organizations = Membership.objects.filter(user=user).values("organization_id")
-    if token_organization_id is not None:
-        organizations = organizations.filter(organization_id=token_organization_id)
-    return Run.objects.filter(id=run_id, organization_id__in=organizations).exists()
+def _check(user, run_id, token_organization_id) -> int | None:
+    """None when the caller may follow the run, else the close code."""
+    organization_id = Run.objects.filter(id=run_id).values_list("organization_id", flat=True).first()
+    if organization_id is None or (token_organization_id is not None and organization_id != token_organization_id):
+        return 4404
+    membership = Membership.objects.select_related("organization").filter(
+        user=user, organization_id=organization_id
+    ).first()
+    if membership is None:
+        return 4404
+    membership.user = user
+    access = Access(membership)
+    if not access.can("agents.view_run"):
+        return 4403
+    if selectors.run_get(organization=membership.organization, viewer=access, run_id=run_id) is None:
+        return 4404
+    return None
 
 
 class RunEventsConsumer(AsyncWebsocketConsumer):
@@ -38,9 +52,10 @@ class RunEventsConsumer(AsyncWebsocketConsumer):
             await self.close(code=4401)
             return
         run_id = self.scope["url_route"]["kwargs"]["run_id"]
-        if not await _visible(user, run_id, self.scope.get("token_organization_id")):
+        refused = await _check(user, run_id, self.scope.get("token_organization_id"))
+        if refused is not None:
             await self.accept()
-            await self.close(code=4404)
+            await self.close(code=refused)
             return
         query = parse_qs(self.scope.get("query_string", b"").decode())
         raw_after = (query.get("after") or ["0"])[0]

@@ -229,3 +229,21 @@ class ApprovalDecisionSerializer(serializers.Serializer):
         if attrs["decision"] == "edit" and "arguments" not in attrs:
             raise serializers.ValidationError({"arguments": ["Required when the decision is edit."]})
         return attrs
+
+
+class AgentShareSerializer(serializers.Serializer):
+    team = serializers.UUIDField(allow_null=True, required=False, default=None,
+                                 help_text="A team of the organization; null shares with the whole organization.")
+    team_name = serializers.SerializerMethodField()
+    can_edit = serializers.BooleanField(required=False, default=False,
+                                        help_text="Whether the people it is shared with may also change it.")
+    created_at = serializers.DateTimeField(read_only=True)
+
+    @extend_schema_field(serializers.CharField())
+    def get_team_name(self, share) -> str:
+        return share.team.name if share.team_id else "Whole organization"
+
+    def to_representation(self, share):
+        data = super().to_representation(share)
+        data["team"] = str(share.team_id) if share.team_id else None
+        return data

@@ -11,9 +11,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.audit import audit_record, diff_of
-from accounts.models import Organization
+from accounts.models import Organization, Team
 from agents import events
-from agents.models import Agent, Approval, Run, RunEvent
+from agents.models import Agent, AgentShare, Approval, Run, RunEvent
 
 # Every status transition the system allows, in one place.
 # (A worker taking over a running run whose lease expired is a claim, not a transition: leases.py.)
@@ -86,6 +86,38 @@ def agent_delete(*, agent: Agent, actor: AbstractBaseUser | None) -> None:
     # Runs keep their frozen config and trace; only the link to the agent goes.
     audit_record(action="agent.delete", actor=actor, organization_id=agent.organization_id, target=agent)
     agent.delete()
+
+
+class ShareError(ValueError):
+    pass
+
+
+@transaction.atomic
+def agent_share(*, agent: Agent, team: Team | None, can_edit: bool, actor: AbstractBaseUser | None) -> AgentShare:
+    """Share with a team (and the teams below it) or, with team None, the whole organization."""
+    if team is not None and team.organization_id != agent.organization_id:
+        raise ShareError("That team belongs to another organization.")
+    share, created = AgentShare.objects.get_or_create(
+        agent=agent, team=team, defaults={"can_edit": can_edit, "created_by": actor}
+    )
+    before = None if created else share.can_edit
+    if not created and share.can_edit != can_edit:
+        share.can_edit = can_edit
+        share.save(update_fields=["can_edit"])
+    if created or before != can_edit:
+        audit_record(action="agent.share", actor=actor, organization_id=agent.organization_id, target=agent,
+                     diff={"can_edit": [before, can_edit]},
+                     data={"team": str(team.id) if team else None, "team_name": team.name if team else "organization"})
+    return share
+
+
+@transaction.atomic
+def agent_unshare(*, agent: Agent, team: Team | None, actor: AbstractBaseUser | None) -> bool:
+    deleted, _ = AgentShare.objects.filter(agent=agent, team=team).delete()
+    if deleted:
+        audit_record(action="agent.unshare", actor=actor, organization_id=agent.organization_id, target=agent,
+                     data={"team": str(team.id) if team else None, "team_name": team.name if team else "organization"})
+    return bool(deleted)
 
 
 # --------------------------------------------------------------------------- runs

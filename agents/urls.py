@@ -14,6 +14,7 @@ urlpatterns = [
     path("agents/<uuid:agent_id>/edit", views.agent_edit, name="agent-edit"),
     path("agents/<uuid:agent_id>/delete", views.agent_delete, name="agent-delete"),
     path("agents/<uuid:agent_id>/run", views.agent_run, name="agent-run"),
+    path("agents/<uuid:agent_id>/share", views.agent_share, name="agent-share"),
     path("runs/", views.run_list, name="run-list"),
     path("runs/<uuid:run_id>/", views.run_detail, name="run-detail"),
     path("runs/<uuid:run_id>/summary", views.run_summary, name="run-summary"),

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.paginator import Page
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -24,13 +24,13 @@ from django.utils.timesince import timesince, timeuntil
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import quotas
-from accounts.models import Organization
-from accounts.selectors import organization_for_request
+from accounts.models import Organization, Team
+from accounts.roles import Access, Denied, access_for_request, access_or_403
 from agents import approvals, selectors, services
 from agents.forms import AgentForm, ApprovalDecisionForm, RunForm
 from agents.llm import registry as model_registry
 from agents.models import Agent, Approval, Run, RunEvent
-from config.ui import found_or_404, organization_or_403, page_of
+from config.ui import found_or_404, organization_or_403, page_of, role_required
 from integrations import tools as tool_registry
 
 PAGE_SIZE = 20
@@ -44,14 +44,31 @@ AWAITING_APPROVAL = "approval:"
 
 
 _organization = organization_or_403
+_viewer = access_or_403
 
 
-def _agent_or_404(organization: Organization, agent_id: uuid.UUID) -> Agent:
-    return found_or_404(selectors.agent_get(organization=organization, agent_id=agent_id), "No such agent.")
+def _agent_or_404(request: HttpRequest, agent_id: uuid.UUID) -> Agent:
+    access = access_or_403(request)
+    agent = selectors.agent_get(organization=access.organization, viewer=access, agent_id=agent_id)
+    return found_or_404(agent, "No such agent.")
 
 
-def _run_or_404(organization: Organization, run_id: uuid.UUID) -> Run:
-    return found_or_404(selectors.run_get(organization=organization, run_id=run_id), "No such run.")
+def _editable_or_403(request: HttpRequest, agent: Agent) -> Agent:
+    if not selectors.agent_can_edit(viewer=_viewer(request), agent=agent):
+        raise Denied("Permission denied: this agent is shared with you to run, not to change.")
+    return agent
+
+
+def _owned_or_403(request: HttpRequest, agent: Agent, verb: str) -> Agent:
+    if not selectors.agent_is_owner_or_manager(viewer=_viewer(request), agent=agent):
+        raise Denied(f"Permission denied: only the agent's owner or an organization admin can {verb} it.")
+    return agent
+
+
+def _run_or_404(request: HttpRequest, run_id: uuid.UUID) -> Run:
+    access = access_or_403(request)
+    return found_or_404(selectors.run_get(organization=access.organization, viewer=access, run_id=run_id),
+                        "No such run.")
 
 
 def _page(request: HttpRequest, items: Any) -> Page:
@@ -152,14 +169,16 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
+@role_required("agents.view_agent")
 def agent_list(request: HttpRequest) -> HttpResponse:
     organization = _organization(request)
     search = request.GET.get("q", "").strip()
-    page = _page(request, selectors.agent_list(organization=organization, search=search, ordering="-created_at"))
+    page = _page(request, selectors.agent_list(organization=organization, viewer=_viewer(request), search=search,
+                                               ordering="-created_at"))
     agents = list(page.object_list)
     # Newest run per agent in one query (Postgres DISTINCT ON), not one query per row.
     latest = (
-        selectors.run_list(organization=organization)
+        selectors.run_list(organization=organization, viewer=_viewer(request))
         .filter(agent_id__in=[a.id for a in agents])
         .order_by("agent_id", "-created_at")
         .distinct("agent_id")
@@ -181,7 +200,7 @@ def agent_list(request: HttpRequest) -> HttpResponse:
         "page_query": urlencode({"q": search}) if search else "",
         # Distinguishes "no agents yet" (call to action) from "nothing matches the search".
         "has_any": page.paginator.count > 0
-        or (bool(search) and selectors.agent_list(organization=organization).exists()),
+        or (bool(search) and selectors.agent_list(organization=organization, viewer=_viewer(request)).exists()),
     }
     return _full_or_fragment(request, "agents/agent_list.html", "agents/_agent_results.html", context)
 
@@ -201,6 +220,7 @@ def _save_agent(request: HttpRequest, form: AgentForm, organization: Organizatio
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@role_required("agents.add_agent")
 def agent_create(request: HttpRequest) -> HttpResponse:
     organization = _organization(request)
     form = AgentForm(request.POST or None)
@@ -214,9 +234,10 @@ def agent_create(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@role_required("agents.change_agent")
 def agent_edit(request: HttpRequest, agent_id: uuid.UUID) -> HttpResponse:
     organization = _organization(request)
-    agent = _agent_or_404(organization, agent_id)
+    agent = _editable_or_403(request, _agent_or_404(request, agent_id))
     form = AgentForm(request.POST or None, instance=agent)
     if request.method == "POST":
         saved = _save_agent(request, form, organization, agent)
@@ -229,15 +250,16 @@ def agent_edit(request: HttpRequest, agent_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@role_required("agents.delete_agent")
 def agent_delete(request: HttpRequest, agent_id: uuid.UUID) -> HttpResponse:
     organization = _organization(request)
-    agent = _agent_or_404(organization, agent_id)
+    agent = _owned_or_403(request, _agent_or_404(request, agent_id), "delete")
     if request.method == "POST":
         name = agent.name
         services.agent_delete(agent=agent, actor=request.user)
         messages.success(request, f"Agent “{name}” deleted. Its runs are kept.")
         return redirect("agents:agent-list")
-    run_count = selectors.run_list(organization=organization, agent_id=agent.id).count()
+    run_count = selectors.run_list(organization=organization, viewer=_viewer(request), agent_id=agent.id).count()
     context = {"organization": organization, "agent": agent, "run_count": run_count}
     return render(request, "agents/agent_confirm_delete.html", context)
 
@@ -256,14 +278,24 @@ def _tool_policy_rows(tools: list[str], policies: dict[str, str], catalog: dict[
 def _render_agent_detail(
     request: HttpRequest, organization: Organization, agent: Agent, run_form: RunForm
 ) -> HttpResponse:
-    recent = [_decorate_run(r) for r in selectors.run_list(organization=organization, agent_id=agent.id)[:RECENT_RUNS]]
+    runs = selectors.run_list(organization=organization, viewer=_viewer(request), agent_id=agent.id)
+    recent = [_decorate_run(r) for r in runs[:RECENT_RUNS]]
     agent.model_display = model_registry.model_label(agent.model)
     agent.is_demo = agent.model == model_registry.DEMO_MODEL.id
     agent.model_available = model_registry.is_available(agent.model)
     catalog = _tool_catalog()
+    access = _viewer(request)
+    can_share = access.can("agents.share_agent") and selectors.agent_is_owner_or_manager(viewer=access, agent=agent)
     context = {
         "organization": organization,
         "agent": agent,
+        "can_run": access.can("agents.run_agent"),
+        "can_edit": access.can("agents.change_agent") and selectors.agent_can_edit(viewer=access, agent=agent),
+        "can_delete": access.can("agents.delete_agent")
+        and selectors.agent_is_owner_or_manager(viewer=access, agent=agent),
+        "can_share": can_share,
+        "shares": list(selectors.agent_shares(agent=agent)),
+        "share_teams": list(Team.objects.filter(organization=organization).order_by("name")) if can_share else [],
         "tool_chips": _tool_chips(agent.tools, catalog),
         "tool_policies": _tool_policy_rows(agent.tools, agent.tool_policies, catalog),
         "approval_timeout_display": format_timeout(agent.approval_timeout_seconds),
@@ -276,17 +308,19 @@ def _render_agent_detail(
 
 @login_required
 @require_GET
+@role_required("agents.view_agent")
 def agent_detail(request: HttpRequest, agent_id: uuid.UUID) -> HttpResponse:
     organization = _organization(request)
-    agent = _agent_or_404(organization, agent_id)
+    agent = _agent_or_404(request, agent_id)
     return _render_agent_detail(request, organization, agent, RunForm(agent=agent))
 
 
 @login_required
 @require_POST
+@role_required("agents.run_agent")
 def agent_run(request: HttpRequest, agent_id: uuid.UUID) -> HttpResponse:
     organization = _organization(request)
-    agent = _agent_or_404(organization, agent_id)
+    agent = _agent_or_404(request, agent_id)
     data = request.POST.copy()
     if request.POST.get("test"):
         # The Test button: the same form, always a dry run.
@@ -308,11 +342,39 @@ def agent_run(request: HttpRequest, agent_id: uuid.UUID) -> HttpResponse:
     return redirect("agents:run-detail", run_id=run.id)
 
 
+@login_required
+@require_POST
+@role_required("agents.share_agent")
+def agent_share(request: HttpRequest, agent_id: uuid.UUID) -> HttpResponse:
+    """Share with a team or the whole organization (`team` = "organization"), or stop (`remove`)."""
+    agent = _owned_or_403(request, _agent_or_404(request, agent_id), "share")
+    raw = request.POST.get("team", "")
+    team = None
+    if raw != "organization":
+        try:
+            team = Team.objects.filter(organization=agent.organization, id=uuid.UUID(raw)).first()
+        except ValueError:
+            team = None
+        if team is None:
+            messages.error(request, "Choose a team of this organization, or the whole organization.")
+            return redirect("agents:agent-detail", agent_id=agent.id)
+    who = team.name if team else "the whole organization"
+    if request.POST.get("remove"):
+        services.agent_unshare(agent=agent, team=team, actor=request.user)
+        messages.success(request, f"No longer shared with {who}.")
+    else:
+        can_edit = bool(request.POST.get("can_edit"))
+        services.agent_share(agent=agent, team=team, can_edit=can_edit, actor=request.user)
+        messages.success(request, f"Shared with {who}: they can run it" + (" and change it." if can_edit else "."))
+    return redirect("agents:agent-detail", agent_id=agent.id)
+
+
 # --------------------------------------------------------------------------- runs
 
 
 @login_required
 @require_GET
+@role_required("agents.view_run")
 def run_list(request: HttpRequest) -> HttpResponse:
     organization = _organization(request)
     agent_filter = request.GET.get("agent", "")
@@ -323,7 +385,8 @@ def run_list(request: HttpRequest) -> HttpResponse:
     status = request.GET.get("status", "")
     if status not in Run.Status.values:
         status = ""
-    page = _page(request, selectors.run_list(organization=organization, agent_id=agent_id, status=status))
+    page = _page(request, selectors.run_list(organization=organization, viewer=_viewer(request), agent_id=agent_id,
+                                             status=status))
     runs = [_decorate_run(r) for r in page.object_list]
     filtered = bool(agent_id or status)
     query = urlencode([(k, v) for k, v in (("agent", agent_id or ""), ("status", status)) if v])
@@ -331,7 +394,9 @@ def run_list(request: HttpRequest) -> HttpResponse:
         "organization": organization,
         "page": page,
         "runs": runs,
-        "agents": selectors.agent_list(organization=organization, ordering="name").only("id", "name"),
+        "agents": selectors.agent_list(organization=organization, viewer=_viewer(request), ordering="name").only(
+            "id", "name"
+        ),
         "statuses": Run.Status.choices,
         "agent_filter": agent_id or "",
         "status_filter": status,
@@ -440,12 +505,10 @@ def _usage_from_events(events: list[RunEvent]) -> dict[str, Any]:
 
 
 def _waiting_for(approval: Approval) -> str:
-    agent = approval.run.agent
-    owner = agent.created_by.get_username() if agent is not None and agent.created_by is not None else ""
-    return f"Waiting for {owner} or an admin to decide." if owner else "Waiting for an organization admin to decide."
+    return "Waiting for someone who may approve tool calls (an Operator, Builder, Admin or Owner) to decide."
 
 
-def _decorate_approval(approval: Approval, user, form: ApprovalDecisionForm | None = None) -> Approval:
+def _decorate_approval(approval: Approval, access: Access, form: ApprovalDecisionForm | None = None) -> Approval:
     approval.arguments_json = _pretty_json(approval.arguments)
     approval.edited_arguments_json = (
         _pretty_json(approval.edited_arguments) if approval.edited_arguments is not None else ""
@@ -453,7 +516,7 @@ def _decorate_approval(approval: Approval, user, form: ApprovalDecisionForm | No
     approval.is_pending = approval.status == Approval.Status.PENDING
     approval.run_finished = approval.run.is_finished
     approval.actionable = (
-        approval.is_pending and not approval.run_finished and approvals.can_decide(user=user, approval=approval)
+        approval.is_pending and not approval.run_finished and approvals.can_decide(access=access, approval=approval)
     )
     approval.waiting_for = _waiting_for(approval)
     approval.agent_name = (approval.run.config or {}).get("name", "")
@@ -491,8 +554,9 @@ def _controls_context(request: HttpRequest, run: Run) -> dict[str, Any]:
     pending = []
     if not finished:
         pending = [
-            _decorate_approval(a, request.user)
-            for a in selectors.approval_list(organization=run.organization, run_id=run.id, status="pending")
+            _decorate_approval(a, access_or_403(request))
+            for a in selectors.approval_list(organization=run.organization, viewer=_viewer(request), run_id=run.id,
+                                             status="pending")
             .select_related("run__agent__created_by")
             .order_by("created_at", "id")
         ]
@@ -561,16 +625,16 @@ def _config_rows(run: Run) -> dict[str, Any]:
 
 @login_required
 @require_GET
+@role_required("agents.view_run")
 def run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
-    organization = _organization(request)
-    run = _run_or_404(organization, run_id)
+    run = _run_or_404(request, run_id)
     events = selectors.run_events(run=run)
     # A retried run has an old terminal status in its trace; only the latest status counts.
     terminal_seen = _last_status(events) in TERMINAL_STATUSES
     if terminal_seen and not run.is_finished:
         run.refresh_from_db()
     context = {
-        "organization": organization,
+        "organization": run.organization,
         **_summary_context(request, run, events),
         **_config_rows(run),
         "timeline": _timeline(events),
@@ -585,20 +649,20 @@ def run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_GET
+@role_required("agents.view_run")
 def run_summary(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
     """The run page's header and answer, reloaded by htmx when the run finishes."""
-    organization = _organization(request)
-    run = _run_or_404(organization, run_id)
+    run = _run_or_404(request, run_id)
     return render(request, "runs/_summary.html", _summary_context(request, run))
 
 
 @login_required
 @require_GET
+@role_required("agents.view_run")
 def run_controls(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
     """The run page's buttons and what the run waits for (approvals, a decision), reloaded by
     run.js whenever the run's status changes or an approval is asked for or decided."""
-    organization = _organization(request)
-    run = _run_or_404(organization, run_id)
+    run = _run_or_404(request, run_id)
     _decorate_run(run)
     return render(request, "runs/_controls.html", _controls_context(request, run))
 
@@ -611,7 +675,7 @@ def _steer(request: HttpRequest, run_id: uuid.UUID, service, verb: str, done: st
            settled: str | None = None, requested: str = "") -> HttpResponse:
     """Cancel, pause, resume or retry: call the service, say what happened, go back to the run.
     `settled` is the status meaning the action already took effect; otherwise `requested` is shown."""
-    run = _run_or_404(_organization(request), run_id)
+    run = _run_or_404(request, run_id)
     try:
         run = service(run=run, actor=request.user)
     except services.InvalidTransition as exc:
@@ -626,6 +690,7 @@ def _steer(request: HttpRequest, run_id: uuid.UUID, service, verb: str, done: st
 
 @login_required
 @require_POST
+@role_required("agents.steer_run")
 def run_cancel(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
     return _steer(request, run_id, services.run_cancel, "cancel", "Run cancelled.", settled=Run.Status.CANCELLED,
                   requested="Cancellation requested; the run stops at its next checkpoint.")
@@ -633,6 +698,7 @@ def run_cancel(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
+@role_required("agents.steer_run")
 def run_pause(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
     return _steer(request, run_id, services.run_pause, "pause",
                   "Run paused. Resume it to carry on from where it stopped.", settled=Run.Status.PAUSED,
@@ -641,6 +707,7 @@ def run_pause(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
+@role_required("agents.steer_run")
 def run_resume(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
     return _steer(request, run_id, services.run_resume, "resume",
                   "Run resumed; it carries on from its last stored step.")
@@ -648,15 +715,16 @@ def run_resume(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
+@role_required("agents.steer_run")
 def run_retry(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
     return _steer(request, run_id, services.run_retry, "retry", "Retrying from the last good step.")
 
 
 @login_required
 @require_POST
+@role_required("agents.run_agent")
 def run_rerun(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
-    organization = _organization(request)
-    run = _run_or_404(organization, run_id)
+    run = _run_or_404(request, run_id)
     if not run.is_finished:
         messages.error(request, "Could not re-run: this run hasn't finished yet.")
         return _back_to_run(run)
@@ -667,9 +735,9 @@ def run_rerun(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
+@role_required("agents.steer_run")
 def run_uncertain_write(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
-    organization = _organization(request)
-    run = _run_or_404(organization, run_id)
+    run = _run_or_404(request, run_id)
     decision = request.POST.get("decision", "")
     if decision not in ("retry", "skip"):
         messages.error(request, "Choose whether to run the call again or not.")
@@ -693,41 +761,45 @@ APPROVAL_FILTERS = {
 }
 
 
-def _approval_or_404(organization: Organization, approval_id: uuid.UUID) -> Approval:
-    approval = selectors.approval_get(organization=organization, approval_id=approval_id)
+def _approval_or_404(request: HttpRequest, approval_id: uuid.UUID) -> Approval:
+    access = access_or_403(request)
+    approval = selectors.approval_get(organization=access.organization, viewer=access, approval_id=approval_id)
     if approval is None:
         raise Http404("No such approval.")
     return approval
 
 
-def _pending_approvals(organization: Organization):
+def _pending_approvals(access: Access):
     # A run cancelled while it waited leaves its approval pending until it expires; there is
     # nothing left to decide about it, so it is neither listed nor counted.
-    return selectors.approval_list(organization=organization, status=Approval.Status.PENDING).exclude(
+    return selectors.approval_list(
+        organization=access.organization, viewer=access, status=Approval.Status.PENDING
+    ).exclude(
         run__status__in=TERMINAL_STATUSES
     )
 
 
-def pending_approval_count(organization: Organization) -> int:
-    return _pending_approvals(organization).count()
+def pending_approval_count(access: Access) -> int:
+    return _pending_approvals(access).count()
 
 
 @login_required
 @require_GET
+@role_required("agents.view_approval")
 def approval_list(request: HttpRequest) -> HttpResponse:
     organization = _organization(request)
     show = request.GET.get("show", "pending")
     if show not in APPROVAL_FILTERS:
         show = "pending"
-    qs = selectors.approval_list(organization=organization)
+    qs = selectors.approval_list(organization=organization, viewer=_viewer(request))
     if show == "pending":
         # Soonest to expire first: that is the order they need a decision in.
-        qs = _pending_approvals(organization).order_by("expires_at", "id")
+        qs = _pending_approvals(access_or_403(request)).order_by("expires_at", "id")
     elif show == "decided":
         qs = qs.exclude(status=Approval.Status.PENDING).order_by("-decided_at", "-created_at", "id")
     qs = qs.select_related("run__agent__created_by")
     page = _page(request, qs)
-    items = [_decorate_approval(a, request.user) for a in page.object_list]
+    items = [_decorate_approval(a, access_or_403(request)) for a in page.object_list]
     for approval in items:
         _decorate_run(approval.run)
     context = {
@@ -736,7 +808,7 @@ def approval_list(request: HttpRequest) -> HttpResponse:
         "approvals": items,
         "show": show,
         "filters": APPROVAL_FILTERS,
-        "pending_count": pending_approval_count(organization),
+        "pending_count": pending_approval_count(access_or_403(request)),
         "page_query": urlencode({"show": show}),
         "next_url": request.get_full_path(),
     }
@@ -745,10 +817,11 @@ def approval_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
+@role_required("agents.view_approval")
 def approval_detail(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
     organization = _organization(request)
-    approval = _approval_or_404(organization, approval_id)
-    return _render_approval_detail(request, organization, _decorate_approval(approval, request.user))
+    approval = _approval_or_404(request, approval_id)
+    return _render_approval_detail(request, organization, _decorate_approval(approval, access_or_403(request)))
 
 
 def _render_approval_detail(
@@ -767,8 +840,8 @@ def _render_approval_detail(
 @require_GET
 def approval_badge(request: HttpRequest) -> HttpResponse:
     """The nav's count of pending approvals; fetched (and refreshed) by htmx on every page."""
-    organization = organization_for_request(request)
-    count = pending_approval_count(organization) if organization is not None else 0
+    access = access_for_request(request)
+    count = pending_approval_count(access) if access is not None and access.can("agents.view_approval") else 0
     return render(request, "includes/approval_badge.html", {"pending_approval_count": count})
 
 
@@ -789,13 +862,12 @@ DECISION_DONE = {
 
 @login_required
 @require_POST
+@role_required("agents.decide_approval")
 def approval_decide(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
     """Approve, approve with edits, or reject. htmx gets the card back (decided, or with the
     problem shown in it); a plain form post is redirected with a message."""
     organization = _organization(request)
-    approval = _approval_or_404(organization, approval_id)
-    if not approvals.can_decide(user=request.user, approval=approval):
-        raise PermissionDenied("Only the agent's owner or an organization admin can decide about this call.")
+    approval = _approval_or_404(request, approval_id)
     next_url = _safe_next(request, reverse("agents:run-detail", kwargs={"run_id": approval.run_id}))
     form = ApprovalDecisionForm(request.POST)
     outcome = ""
@@ -814,9 +886,9 @@ def approval_decide(request: HttpRequest, approval_id: uuid.UUID) -> HttpRespons
         else:
             outcome = DECISION_DONE[decision]
     if _is_htmx(request):
-        approval = _approval_or_404(organization, approval.id)
+        approval = _approval_or_404(request, approval.id)
         card_form = form if form.errors else None
-        context = {"approval": _decorate_approval(approval, request.user, card_form), "next_url": next_url,
+        context = {"approval": _decorate_approval(approval, access_or_403(request), card_form), "next_url": next_url,
                    "outcome": outcome, "conflict": conflict}
         response = render(request, "includes/approval_card.html", context)
         if outcome or conflict:
@@ -825,7 +897,7 @@ def approval_decide(request: HttpRequest, approval_id: uuid.UUID) -> HttpRespons
     if form.errors:
         # Shown on the approval's own page, whichever page the form came from; fixing it there
         # still leads back to where the person started.
-        approval = _decorate_approval(approval, request.user, form)
+        approval = _decorate_approval(approval, access_or_403(request), form)
         return _render_approval_detail(request, organization, approval, next_url)
     if conflict:
         messages.error(request, f"Could not decide: {conflict}")

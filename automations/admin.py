@@ -10,6 +10,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.utils.html import format_html, format_html_join
 
+from accounts.admin_scoping import OrganizationScopedAdmin
 from automations import cron, services
 from automations.models import Schedule, ScheduleFiring, Trigger, TriggerEvent
 
@@ -71,7 +72,7 @@ class ScheduleFiringInline(admin.TabularInline):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
+class ScheduleAdmin(OrganizationScopedAdmin):
     form = ScheduleAdminForm
     list_display = ["name", "agent", "organization", "cron", "description", "timezone", "enabled", "next_fire_at",
                     "owner"]
@@ -124,7 +125,8 @@ class ScheduleAdmin(admin.ModelAdmin):
 
 
 @admin.register(ScheduleFiring)
-class ScheduleFiringAdmin(admin.ModelAdmin):
+class ScheduleFiringAdmin(OrganizationScopedAdmin):
+    perm_map = {"view": "automations.view_schedule"}
     list_display = ["schedule", "occurrence_at", "origin", "attempt", "outcome", "run", "notification", "created_at"]
     list_filter = ["outcome", "origin", "notification"]
     search_fields = ["schedule__name", "error"]
@@ -137,7 +139,7 @@ class ScheduleFiringAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
-        return request.method in ("GET", "HEAD")
+        return request.method in ("GET", "HEAD") and self.has_view_permission(request, obj)
 
 
 class TriggerAdminForm(forms.ModelForm):
@@ -153,7 +155,7 @@ class TriggerAdminForm(forms.ModelForm):
 
 
 @admin.register(Trigger)
-class TriggerAdmin(admin.ModelAdmin):
+class TriggerAdmin(OrganizationScopedAdmin):
     form = TriggerAdminForm
     list_display = ["name", "kind", "agent", "organization", "enabled", "accepted_count", "rejected_count",
                     "last_called_at"]
@@ -194,7 +196,8 @@ class TriggerAdmin(admin.ModelAdmin):
 
 
 @admin.register(TriggerEvent)
-class TriggerEventAdmin(admin.ModelAdmin):
+class TriggerEventAdmin(OrganizationScopedAdmin):
+    perm_map = {"view": "automations.view_trigger"}
     list_display = ["received_at", "trigger_name", "kind", "outcome", "reason", "status_code", "remote_addr", "run"]
     list_filter = ["outcome", "kind", "reason", "organization"]
     search_fields = ["trigger_name", "reason", "message", "payload_excerpt"]
@@ -212,7 +215,7 @@ class TriggerEventAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
-        return request.method in ("GET", "HEAD")
+        return request.method in ("GET", "HEAD") and self.has_view_permission(request, obj)
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False

@@ -77,14 +77,22 @@ class ScheduleViewSet(
     then the owner is emailed. `next_fire_times` lists the next five, in the schedule's zone."""
 
     serializer_class = ScheduleSerializer
+    role_perms = {
+        "list": "automations.view_schedule", "retrieve": "automations.view_schedule",
+        "create": "automations.add_schedule", "partial_update": "automations.change_schedule",
+        "update": "automations.change_schedule", "destroy": "automations.delete_schedule",
+        "fire": "agents.run_agent", "firings": "automations.view_schedule",
+    }
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     lookup_value_regex = UUID_REGEX
 
     def get_queryset(self):
-        return selectors.schedule_list(organization=self.organization, agent_id=_uuid_param(self.request, "agent"))
+        return selectors.schedule_list(organization=self.organization, viewer=self.access,
+                                       agent_id=_uuid_param(self.request, "agent"))
 
     def get_object(self):
-        schedule = selectors.schedule_get(organization=self.organization, schedule_id=self.kwargs["pk"])
+        schedule = selectors.schedule_get(organization=self.organization, viewer=self.access,
+                                          schedule_id=self.kwargs["pk"])
         if schedule is None:
             raise NotFound("Schedule not found.")
         return schedule
@@ -143,6 +151,12 @@ class TriggerViewSet(
     triggers are stopped when an agent would run twice or after five hops."""
 
     serializer_class = TriggerSerializer
+    role_perms = {
+        "list": "automations.view_trigger", "retrieve": "automations.view_trigger",
+        "create": "automations.add_trigger", "partial_update": "automations.change_trigger",
+        "update": "automations.change_trigger", "destroy": "automations.delete_trigger",
+        "rotate_secret": "automations.change_trigger", "events": "automations.view_trigger",
+    }
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     lookup_value_regex = UUID_REGEX
 
@@ -150,11 +164,13 @@ class TriggerViewSet(
         kind = self.request.query_params.get("kind", "")
         if kind and kind not in Trigger.Kind.values:
             raise serializers.ValidationError({"kind": [f"One of: {', '.join(Trigger.Kind.values)}."]})
-        return selectors.trigger_list(organization=self.organization, agent_id=_uuid_param(self.request, "agent"),
+        return selectors.trigger_list(organization=self.organization, viewer=self.access,
+                                      agent_id=_uuid_param(self.request, "agent"),
                                       kind=kind)
 
     def get_object(self):
-        trigger = selectors.trigger_get(organization=self.organization, trigger_id=self.kwargs["pk"])
+        trigger = selectors.trigger_get(organization=self.organization, viewer=self.access,
+                                        trigger_id=self.kwargs["pk"])
         if trigger is None:
             raise NotFound("Trigger not found.")
         return trigger
@@ -199,7 +215,7 @@ class TriggerViewSet(
     @action(detail=True, methods=["get"])
     def events(self, request, pk=None):
         trigger = self.get_object()
-        page = self.paginate_queryset(selectors.trigger_event_list(organization=self.organization,
+        page = self.paginate_queryset(selectors.trigger_event_list(organization=self.organization, viewer=self.access,
                                                                    trigger_id=trigger.id))
         return self.get_paginated_response(TriggerEventSerializer(page, many=True).data)
 
@@ -224,6 +240,7 @@ class TriggerEventViewSet(OrganizationScoped, mixins.ListModelMixin, mixins.Retr
     internal event, with the run it started."""
 
     serializer_class = TriggerEventSerializer
+    role_perms = {"list": "automations.view_trigger", "retrieve": "automations.view_trigger"}
     lookup_value_regex = "[0-9]+"
 
     def get_queryset(self):
@@ -231,12 +248,14 @@ class TriggerEventViewSet(OrganizationScoped, mixins.ListModelMixin, mixins.Retr
         if outcome and outcome not in TriggerEvent.Outcome.values:
             raise serializers.ValidationError({"outcome": [f"One of: {', '.join(TriggerEvent.Outcome.values)}."]})
         return selectors.trigger_event_list(
-            organization=self.organization, trigger_id=_uuid_param(self.request, "trigger"), outcome=outcome,
+            organization=self.organization, viewer=self.access, trigger_id=_uuid_param(self.request, "trigger"),
+            outcome=outcome,
             since=_since_param(self.request),
         )
 
     def get_object(self):
-        event = selectors.trigger_event_get(organization=self.organization, event_id=int(self.kwargs["pk"]))
+        event = selectors.trigger_event_get(organization=self.organization, viewer=self.access,
+                                            event_id=int(self.kwargs["pk"]))
         if event is None:
             raise NotFound("Event not found.")
         return event

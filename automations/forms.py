@@ -41,8 +41,9 @@ def _json_object(raw: str) -> dict | None:
     return value
 
 
-def _agent_choices(organization: Organization) -> list[tuple[str, str]]:
-    return [(str(a.id), a.name) for a in agent_selectors.agent_list(organization=organization, ordering="name")]
+def _agent_choices(organization: Organization, viewer) -> list[tuple[str, str]]:
+    agents = agent_selectors.agent_list(organization=organization, viewer=viewer, ordering="name")
+    return [(str(a.id), a.name) for a in agents]
 
 
 class ScheduleForm(forms.Form):
@@ -75,9 +76,10 @@ class ScheduleForm(forms.Form):
     max_retries = forms.IntegerField(min_value=0, max_value=MAX_RETRIES_LIMIT, initial=3, label="Retries",
                                      help_text="Attempts after a failure, waiting 30 s, 2 min, 8 min, …")
 
-    def __init__(self, *args: Any, organization: Organization, instance: Schedule | None = None,
+    def __init__(self, *args: Any, organization: Organization, viewer: Any, instance: Schedule | None = None,
                  agent_id: str | None = None, **kwargs: Any) -> None:
         self.organization = organization
+        self.viewer = viewer
         self.instance = instance
         if instance is not None and "initial" not in kwargs:
             initial: dict[str, Any] = {
@@ -94,7 +96,7 @@ class ScheduleForm(forms.Form):
         elif agent_id:
             kwargs.setdefault("initial", {})["agent"] = agent_id
         super().__init__(*args, **kwargs)
-        self.fields["agent"].choices = _agent_choices(organization)
+        self.fields["agent"].choices = _agent_choices(organization, viewer)
         self.fields["timezone"].choices = [(name, name) for name in cron.timezone_names()]
         self.validated_data: dict[str, Any] = {}
 
@@ -118,7 +120,8 @@ class ScheduleForm(forms.Form):
             if plain["frequency"] == "monthly":
                 plain["day"] = cleaned.get("day")
             data["plain"] = plain
-        serializer = ScheduleSerializer(instance=self.instance, data=data, context={"organization": self.organization})
+        serializer = ScheduleSerializer(instance=self.instance, data=data,
+                                        context={"organization": self.organization, "viewer": self.viewer})
         if serializer.is_valid():
             self.validated_data = dict(serializer.validated_data)
         else:
@@ -146,9 +149,10 @@ class TriggerForm(forms.Form):
     source_schedule = forms.ChoiceField(required=False, label="When this schedule fires")
     enabled = forms.BooleanField(required=False, initial=True)
 
-    def __init__(self, *args: Any, organization: Organization, instance: Trigger | None = None,
+    def __init__(self, *args: Any, organization: Organization, viewer: Any, instance: Trigger | None = None,
                  agent_id: str | None = None, **kwargs: Any) -> None:
         self.organization = organization
+        self.viewer = viewer
         self.instance = instance
         if instance is not None and "initial" not in kwargs:
             kwargs["initial"] = {
@@ -160,11 +164,12 @@ class TriggerForm(forms.Form):
         elif agent_id:
             kwargs.setdefault("initial", {})["agent"] = agent_id
         super().__init__(*args, **kwargs)
-        agents = _agent_choices(organization)
+        agents = _agent_choices(organization, viewer)
         self.fields["agent"].choices = agents
         self.fields["source_agent"].choices = [("", "—")] + agents
         self.fields["source_schedule"].choices = [("", "—")] + [
-            (str(s.id), f"{s.name} ({s.agent.name})") for s in selectors.schedule_list(organization=organization)
+            (str(s.id), f"{s.name} ({s.agent.name})")
+            for s in selectors.schedule_list(organization=organization, viewer=viewer)
         ]
         if instance is not None:
             self.fields["kind"].disabled = True
@@ -195,7 +200,8 @@ class TriggerForm(forms.Form):
             if not data["source_schedule"]:
                 self.add_error("source_schedule", "Choose the schedule.")
                 return cleaned
-        serializer = TriggerSerializer(instance=self.instance, data=data, context={"organization": self.organization})
+        serializer = TriggerSerializer(instance=self.instance, data=data,
+                                       context={"organization": self.organization, "viewer": self.viewer})
         if serializer.is_valid():
             self.validated_data = dict(serializer.validated_data)
         else:

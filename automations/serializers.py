@@ -27,6 +27,13 @@ def _organization(serializer: serializers.Serializer):
     return organization if organization is not None else serializer.context["view"].organization
 
 
+def _viewer(serializer: serializers.Serializer):
+    """The person choosing an agent: only agents they can see may be picked."""
+    if "viewer" in serializer.context:
+        return serializer.context["viewer"]
+    return serializer.context["view"].access
+
+
 class PlainScheduleSerializer(serializers.Serializer):
     """A schedule in words; compiles to a cron expression."""
 
@@ -86,7 +93,7 @@ class ScheduleSerializer(serializers.ModelSerializer):
         return data
 
     def validate_agent(self, value):
-        agent = agent_selectors.agent_get(organization=_organization(self), agent_id=value)
+        agent = agent_selectors.agent_get(organization=_organization(self), viewer=_viewer(self), agent_id=value)
         if agent is None:
             raise serializers.ValidationError("Agent not found.")
         return agent
@@ -199,7 +206,7 @@ class TriggerSerializer(serializers.ModelSerializer):
         return signing_doc() if trigger.kind == Trigger.Kind.WEBHOOK else None
 
     def validate_agent(self, value):
-        agent = agent_selectors.agent_get(organization=_organization(self), agent_id=value)
+        agent = agent_selectors.agent_get(organization=_organization(self), viewer=_viewer(self), agent_id=value)
         if agent is None:
             raise serializers.ValidationError("Agent not found.")
         return agent
@@ -207,7 +214,7 @@ class TriggerSerializer(serializers.ModelSerializer):
     def validate_source_agent(self, value):
         if value is None:
             return None
-        agent = agent_selectors.agent_get(organization=_organization(self), agent_id=value)
+        agent = agent_selectors.agent_get(organization=_organization(self), viewer=_viewer(self), agent_id=value)
         if agent is None:
             raise serializers.ValidationError("Agent not found.")
         return agent
@@ -215,7 +222,7 @@ class TriggerSerializer(serializers.ModelSerializer):
     def validate_source_schedule(self, value):
         if value is None:
             return None
-        schedule = selectors.schedule_get(organization=_organization(self), schedule_id=value)
+        schedule = selectors.schedule_get(organization=_organization(self), viewer=_viewer(self), schedule_id=value)
         if schedule is None:
             raise serializers.ValidationError("Schedule not found.")
         return schedule

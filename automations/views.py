@@ -19,38 +19,45 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import Organization
+from accounts.roles import access_or_403
 from agents import selectors as agent_selectors
 from automations import cron, selectors, services, signing
 from automations.forms import ScheduleForm, TriggerForm
 from automations.models import Schedule, ScheduleFiring, Trigger, TriggerEvent
-from config.ui import found_or_404, organization_or_403, page_of
+from config.ui import found_or_404, organization_or_403, page_of, role_required
 
 PAGE_SIZE = 20
 
 
 _organization = organization_or_403
+_viewer = access_or_403
 
 
-def _schedule_or_404(organization: Organization, schedule_id: uuid.UUID) -> Schedule:
-    return found_or_404(selectors.schedule_get(organization=organization, schedule_id=schedule_id),
-                        "No such schedule.")
+def _schedule_or_404(request: HttpRequest, schedule_id: uuid.UUID) -> Schedule:
+    access = _viewer(request)
+    schedule = selectors.schedule_get(organization=access.organization, viewer=access, schedule_id=schedule_id)
+    return found_or_404(schedule, "No such schedule.")
 
 
-def _trigger_or_404(organization: Organization, trigger_id: uuid.UUID) -> Trigger:
-    return found_or_404(selectors.trigger_get(organization=organization, trigger_id=trigger_id), "No such trigger.")
+def _trigger_or_404(request: HttpRequest, trigger_id: uuid.UUID) -> Trigger:
+    access = _viewer(request)
+    trigger = selectors.trigger_get(organization=access.organization, viewer=access, trigger_id=trigger_id)
+    return found_or_404(trigger, "No such trigger.")
 
 
 def _page(request: HttpRequest, items: Any) -> Page:
     return page_of(request, items, PAGE_SIZE)
 
 
-def _agent_filter(request: HttpRequest, organization: Organization):
+def _agent_filter(request: HttpRequest, organization: Organization):  # noqa: ARG001 - kept for call sites
     raw = request.GET.get("agent", "")
     try:
         agent_id = uuid.UUID(raw) if raw else None
     except ValueError:
         return None
-    return agent_selectors.agent_get(organization=organization, agent_id=agent_id) if agent_id else None
+    if not agent_id:
+        return None
+    return agent_selectors.agent_get(organization=organization, viewer=_viewer(request), agent_id=agent_id)
 
 
 def _service_errors(form, exc: Exception) -> None:
@@ -74,17 +81,19 @@ def _decorate_schedule(schedule: Schedule, *, count: int = 1) -> Schedule:
 
 @login_required
 @require_GET
+@role_required("automations.view_schedule")
 def schedule_list(request: HttpRequest) -> HttpResponse:
     organization = _organization(request)
     agent = _agent_filter(request, organization)
-    page = _page(request, selectors.schedule_list(organization=organization, agent_id=agent.id if agent else None))
+    page = _page(request, selectors.schedule_list(organization=organization, viewer=_viewer(request),
+                                                    agent_id=agent.id if agent else None))
     context = {
         "organization": organization,
         "page": page,
         "schedules": [_decorate_schedule(s) for s in page.object_list],
         "agent": agent,
         "page_query": urlencode({"agent": agent.id}) if agent else "",
-        "has_agents": agent_selectors.agent_list(organization=organization).exists(),
+        "has_agents": agent_selectors.agent_list(organization=organization, viewer=_viewer(request)).exists(),
         "section": "schedules",
     }
     return render(request, "automations/schedule_list.html", context)
@@ -97,9 +106,11 @@ def _schedule_form_page(request, organization, form, schedule) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@role_required("automations.add_schedule")
 def schedule_create(request: HttpRequest) -> HttpResponse:
     organization = _organization(request)
-    form = ScheduleForm(request.POST or None, organization=organization, agent_id=request.GET.get("agent"))
+    form = ScheduleForm(request.POST or None, organization=organization, viewer=_viewer(request),
+                        agent_id=request.GET.get("agent"))
     if request.method == "POST" and form.is_valid():
         try:
             schedule = services.schedule_create(organization=organization, actor=request.user, **form.validated_data)
@@ -113,10 +124,11 @@ def schedule_create(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@role_required("automations.change_schedule")
 def schedule_edit(request: HttpRequest, schedule_id: uuid.UUID) -> HttpResponse:
     organization = _organization(request)
-    schedule = _schedule_or_404(organization, schedule_id)
-    form = ScheduleForm(request.POST or None, organization=organization, instance=schedule)
+    schedule = _schedule_or_404(request, schedule_id)
+    form = ScheduleForm(request.POST or None, organization=organization, viewer=_viewer(request), instance=schedule)
     if request.method == "POST" and form.is_valid():
         try:
             schedule = services.schedule_update(schedule=schedule, actor=request.user, **form.validated_data)
@@ -131,9 +143,10 @@ def schedule_edit(request: HttpRequest, schedule_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_GET
+@role_required("automations.view_schedule")
 def schedule_detail(request: HttpRequest, schedule_id: uuid.UUID) -> HttpResponse:
     organization = _organization(request)
-    schedule = _decorate_schedule(_schedule_or_404(organization, schedule_id), count=services.NEXT_FIRE_COUNT)
+    schedule = _decorate_schedule(_schedule_or_404(request, schedule_id), count=services.NEXT_FIRE_COUNT)
     page = _page(request, selectors.schedule_firings(schedule=schedule))
     firings = list(page.object_list)
     for firing in firings:
@@ -162,9 +175,9 @@ _FIRING_CLASS = {
 
 @login_required
 @require_POST
+@role_required("automations.change_schedule")
 def schedule_toggle(request: HttpRequest, schedule_id: uuid.UUID) -> HttpResponse:
-    organization = _organization(request)
-    schedule = _schedule_or_404(organization, schedule_id)
+    schedule = _schedule_or_404(request, schedule_id)
     try:
         schedule = services.schedule_set_enabled(schedule=schedule, enabled=not schedule.enabled, actor=request.user)
     except ValidationError as exc:
@@ -176,9 +189,9 @@ def schedule_toggle(request: HttpRequest, schedule_id: uuid.UUID) -> HttpRespons
 
 @login_required
 @require_POST
+@role_required("agents.run_agent")
 def schedule_fire(request: HttpRequest, schedule_id: uuid.UUID) -> HttpResponse:
-    organization = _organization(request)
-    schedule = _schedule_or_404(organization, schedule_id)
+    schedule = _schedule_or_404(request, schedule_id)
     firing = services.schedule_fire(schedule=schedule, actor=request.user)
     if firing.run_id:
         messages.success(request, "Run started.")
@@ -189,9 +202,10 @@ def schedule_fire(request: HttpRequest, schedule_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@role_required("automations.delete_schedule")
 def schedule_delete(request: HttpRequest, schedule_id: uuid.UUID) -> HttpResponse:
     organization = _organization(request)
-    schedule = _schedule_or_404(organization, schedule_id)
+    schedule = _schedule_or_404(request, schedule_id)
     if request.method == "POST":
         name, agent_id = schedule.name, schedule.agent_id
         services.schedule_delete(schedule=schedule, actor=request.user)
@@ -204,6 +218,7 @@ def schedule_delete(request: HttpRequest, schedule_id: uuid.UUID) -> HttpRespons
 
 @login_required
 @require_GET
+@role_required("automations.view_schedule")
 def schedule_preview(request: HttpRequest) -> HttpResponse:
     """The next fire times for what the schedule form says now (htmx, as the form changes)."""
     params = request.GET
@@ -233,17 +248,19 @@ def schedule_preview(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
+@role_required("automations.view_trigger")
 def trigger_list(request: HttpRequest) -> HttpResponse:
     organization = _organization(request)
     agent = _agent_filter(request, organization)
-    page = _page(request, selectors.trigger_list(organization=organization, agent_id=agent.id if agent else None))
+    page = _page(request, selectors.trigger_list(organization=organization, viewer=_viewer(request),
+                                                   agent_id=agent.id if agent else None))
     context = {
         "organization": organization,
         "page": page,
         "triggers": page.object_list,
         "agent": agent,
         "page_query": urlencode({"agent": agent.id}) if agent else "",
-        "has_agents": agent_selectors.agent_list(organization=organization).exists(),
+        "has_agents": agent_selectors.agent_list(organization=organization, viewer=_viewer(request)).exists(),
         "section": "triggers",
     }
     return render(request, "automations/trigger_list.html", context)
@@ -271,9 +288,11 @@ def _trigger_form_page(request, organization, form, trigger) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@role_required("automations.add_trigger")
 def trigger_create(request: HttpRequest) -> HttpResponse:
     organization = _organization(request)
-    form = TriggerForm(request.POST or None, organization=organization, agent_id=request.GET.get("agent"))
+    form = TriggerForm(request.POST or None, organization=organization, viewer=_viewer(request),
+                        agent_id=request.GET.get("agent"))
     if request.method == "POST" and form.is_valid():
         try:
             created = services.trigger_create(organization=organization, actor=request.user, **form.validated_data)
@@ -289,10 +308,11 @@ def trigger_create(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@role_required("automations.change_trigger")
 def trigger_edit(request: HttpRequest, trigger_id: uuid.UUID) -> HttpResponse:
     organization = _organization(request)
-    trigger = _trigger_or_404(organization, trigger_id)
-    form = TriggerForm(request.POST or None, organization=organization, instance=trigger)
+    trigger = _trigger_or_404(request, trigger_id)
+    form = TriggerForm(request.POST or None, organization=organization, viewer=_viewer(request), instance=trigger)
     if request.method == "POST" and form.is_valid():
         try:
             trigger = services.trigger_update(trigger=trigger, actor=request.user, **form.validated_data)
@@ -307,10 +327,12 @@ def trigger_edit(request: HttpRequest, trigger_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_GET
+@role_required("automations.view_trigger")
 def trigger_detail(request: HttpRequest, trigger_id: uuid.UUID) -> HttpResponse:
     organization = _organization(request)
-    trigger = _trigger_or_404(organization, trigger_id)
-    page = _page(request, selectors.trigger_event_list(organization=organization, trigger_id=trigger.id))
+    trigger = _trigger_or_404(request, trigger_id)
+    page = _page(request, selectors.trigger_event_list(organization=organization, viewer=_viewer(request),
+                                                         trigger_id=trigger.id))
     context = {
         "organization": organization,
         "trigger": trigger,
@@ -325,9 +347,9 @@ def trigger_detail(request: HttpRequest, trigger_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
+@role_required("automations.change_trigger")
 def trigger_toggle(request: HttpRequest, trigger_id: uuid.UUID) -> HttpResponse:
-    organization = _organization(request)
-    trigger = _trigger_or_404(organization, trigger_id)
+    trigger = _trigger_or_404(request, trigger_id)
     try:
         trigger = services.trigger_set_enabled(trigger=trigger, enabled=not trigger.enabled, actor=request.user)
     except ValidationError as exc:
@@ -339,22 +361,23 @@ def trigger_toggle(request: HttpRequest, trigger_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_POST
+@role_required("automations.change_trigger")
 def trigger_rotate(request: HttpRequest, trigger_id: uuid.UUID) -> HttpResponse:
-    organization = _organization(request)
-    trigger = _trigger_or_404(organization, trigger_id)
+    trigger = _trigger_or_404(request, trigger_id)
     try:
         secret = services.trigger_rotate_secret(trigger=trigger, actor=request.user)
     except services.NotAWebhook as exc:
         messages.error(request, str(exc))
         return redirect("automations:trigger-detail", trigger_id=trigger.id)
-    return _secret_page(request, organization, trigger, secret, rotated=True)
+    return _secret_page(request, trigger.organization, trigger, secret, rotated=True)
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@role_required("automations.delete_trigger")
 def trigger_delete(request: HttpRequest, trigger_id: uuid.UUID) -> HttpResponse:
     organization = _organization(request)
-    trigger = _trigger_or_404(organization, trigger_id)
+    trigger = _trigger_or_404(request, trigger_id)
     if request.method == "POST":
         name, agent_id = trigger.name, trigger.agent_id
         services.trigger_delete(trigger=trigger, actor=request.user)
@@ -369,12 +392,14 @@ def trigger_delete(request: HttpRequest, trigger_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_GET
+@role_required("automations.view_trigger")
 def event_list(request: HttpRequest) -> HttpResponse:
     organization = _organization(request)
     outcome = request.GET.get("outcome", "")
     if outcome not in TriggerEvent.Outcome.values:
         outcome = ""
-    page = _page(request, selectors.trigger_event_list(organization=organization, outcome=outcome))
+    page = _page(request, selectors.trigger_event_list(organization=organization, viewer=_viewer(request),
+                                                         outcome=outcome))
     context = {
         "organization": organization,
         "page": page,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -47,6 +48,13 @@ def api_exception_handler(exc, context):
     request = context.get("request")
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        # Role checks raise Django's PermissionDenied (accounts.roles.Denied) in views and services
+        # alike; keep their message and details.
+        converted = exceptions.PermissionDenied(str(exc) or None)
+        converted.message = getattr(exc, "message", None)
+        converted.details = getattr(exc, "details", None)
+        exc = converted
     response = exception_handler(exc, context)
     if response is None:
         logger.exception("unhandled API error", exc_info=exc)

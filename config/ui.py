@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any, TypeVar
 
 from django.core.exceptions import PermissionDenied
@@ -9,6 +11,7 @@ from django.core.paginator import Page, Paginator
 from django.http import Http404, HttpRequest
 
 from accounts.models import Organization
+from accounts.roles import access_or_403
 from accounts.selectors import organization_for_request
 
 PAGE_SIZE = 20
@@ -31,3 +34,19 @@ def found_or_404(value: T | None, message: str) -> T:
 
 def page_of(request: HttpRequest, items: Any, size: int = PAGE_SIZE) -> Page:
     return Paginator(items, size).get_page(request.GET.get("page"))
+
+
+def role_required(perm: str) -> Callable:
+    """A page needs this role permission in the organization the person acts in; without it they
+    get the 403 page saying what their role can't do, with a way back. Use under login_required."""
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any):
+            access_or_403(request).require(perm)
+            return view(request, *args, **kwargs)
+
+        wrapped.required_perm = perm  # type: ignore[attr-defined]
+        return wrapped
+
+    return decorate

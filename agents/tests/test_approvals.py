@@ -7,8 +7,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from accounts.roles import access_for
 from agents import approvals, loop, services
 from agents.models import Approval, Run, RunEvent
+from conftest import client_for
 from tests.fakes import scripted
 
 
@@ -165,22 +167,32 @@ def test_a_dry_run_runs_read_tools_for_real(organization, owner):
     assert not RunEvent.objects.get(run=run, type="tool_end").data.get("simulated")
 
 
-def test_only_the_agents_owner_or_an_admin_may_decide(note_agent, owner, member):
+def test_only_roles_that_may_decide_approvals_may_decide(note_agent, owner, organization, member_with_role):
     run = _run(note_agent(), owner)
     approval = _pending(run)
 
-    assert approvals.can_decide(user=owner, approval=approval)
-    assert not approvals.can_decide(user=member, approval=approval)
+    def access(user):
+        return access_for(user=user, organization=organization)
+
+    assert approvals.can_decide(access=access(owner), approval=approval)
+    assert approvals.can_decide(access=access(member_with_role("operator")), approval=approval)
+    assert not approvals.can_decide(access=access(member_with_role("viewer")), approval=approval)
+    assert not approvals.can_decide(access=access(member_with_role("auditor")), approval=approval)
 
 
-def test_approvals_through_the_api(note_agent, owner, owner_api, member_api, outsider_api):
-    run = _run(note_agent(), owner)
+def test_approvals_through_the_api(note_agent, owner, owner_api, member_api, outsider_api, member_with_role,
+                                   organization):
+    agent = note_agent()
+    run = _run(agent, owner)
     approval = _pending(run)
+    services.agent_share(agent=agent, team=None, can_edit=False, actor=owner)
+    viewer_api = client_for(member_with_role("viewer"), organization)
 
     listed = owner_api.get("/api/approvals?status=pending").json()
     assert [a["id"] for a in listed["results"]] == [str(approval.id)]
     assert outsider_api.get(f"/api/approvals/{approval.id}").status_code == 404
-    assert member_api.post(f"/api/approvals/{approval.id}/decide", {"decision": "approve"},
+    assert viewer_api.get(f"/api/approvals/{approval.id}").status_code == 200
+    assert viewer_api.post(f"/api/approvals/{approval.id}/decide", {"decision": "approve"},
                            format="json").status_code == 403
     assert owner_api.post(f"/api/approvals/{approval.id}/decide", {"decision": "edit"},
                           format="json").status_code == 400

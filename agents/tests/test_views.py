@@ -711,15 +711,17 @@ def test_the_controls_fragment_has_the_buttons_and_the_approval_cards(owner_clie
     assert buttons(html) == {"cancel"}
 
 
-def test_a_member_who_may_not_decide_sees_who_can(client, member, organization, owner, notes):
-    run = awaiting_run(note_agent(organization, owner), owner)
+def test_a_viewer_who_may_not_decide_sees_who_can(client, member_with_role, organization, owner, notes):
+    agent = note_agent(organization, owner)
+    services.agent_share(agent=agent, team=None, can_edit=False, actor=owner)
+    run = awaiting_run(agent, owner)
     approval = pending_approval(run)
-    client.force_login(member)
+    client.force_login(member_with_role("viewer"))
 
     html = client.get(f"/runs/{run.id}/").content.decode()
     response = client.post(f"/approvals/{approval.id}/decide", {"decision": "approve"})
 
-    assert "Waiting for olivia or an admin to decide." in html
+    assert "Waiting for someone who may approve tool calls" in html
     assert "/decide" not in html and 'value="approve"' not in html
     assert response.status_code == 403
     assert pending_approval(run).status == Approval.Status.PENDING
