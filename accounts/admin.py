@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from accounts import sso_admin  # noqa: F401 - registers IdentityProviderAdmin
 from accounts.admin_scoping import OrganizationScopedAdmin
 from accounts.models import ApiToken, AuditLog, Membership, Organization, Quota, Team, TeamMembership
 

@@ -59,7 +59,11 @@ class RolePermission(BasePermission):
             return False
         method = "get" if request.method == "HEAD" else request.method.lower()
         action_map = getattr(view, "action_map", None)
-        if (action_map is not None and method not in action_map) or (action_map is None and not hasattr(view, method)):
+        if (
+            method not in getattr(view, "http_method_names", ())
+            or (action_map is not None and method not in action_map)
+            or (action_map is None and not hasattr(view, method))
+        ):
             return True  # no such method here: the view answers 405, there is nothing to protect
         action = getattr(view, "action", None) or method
         for key in (f"{action}:{method}", action, "*"):

@@ -71,3 +71,12 @@ def env_list(name: str, default: list[str] | None = None, *, item: Callable[[str
     if value in (None, ""):
         return list(default or [])
     return [item(part.strip()) for part in value.split(",") if part.strip()]
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _raw(name)
+    if value in (None, ""):
+        return default
+    if value.lower() not in choices:
+        raise ConfigError(f"{name} must be one of {'/'.join(choices)}, got {value!r}")
+    return value.lower()

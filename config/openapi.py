@@ -1,9 +1,13 @@
-"""The OpenAPI document's error responses.
+"""The OpenAPI document's error responses and rate-limit headers.
 
 Every API error answers with the envelope of config/errors.py; drf-spectacular documents only the
 success responses, so clients (and the Schemathesis run in tests/test_schemathesis.py) would meet
 400/401/403/404/429 answers the document never mentions. `ApiSchema` adds each error an operation
 can actually produce, with the envelope as its body, unless the view documents that code itself.
+
+Every response of every operation also documents the X-RateLimit-* headers config/ratelimit.py
+sets, and 429 documents `retry_after` and Retry-After. The headers are optional in the document:
+the limiter leaves them out when it can't reach Redis (it fails open) or is switched off.
 
 Views opt in with `schema = ApiSchema()`; setting REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] to
 "config.openapi.ApiSchema" would cover every view at once.
@@ -23,6 +27,28 @@ class ErrorEnvelopeSerializer(serializers.Serializer):
     details = serializers.DictField()
     request_id = serializers.CharField(allow_null=True)
 
+
+class RateLimitedSerializer(ErrorEnvelopeSerializer):
+    retry_after = serializers.IntegerField(
+        required=False, min_value=1,
+        help_text="Whole seconds until one request will be accepted (also in the Retry-After header). Absent "
+        "when a monthly quota, not the rate limit, refused the request (error `quota_exceeded`).",
+    )
+
+
+def _integer_header(description: str) -> dict:
+    return {"schema": {"type": "integer", "minimum": 0}, "description": description}
+
+
+RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": _integer_header("Requests per minute allowed to this caller (API key, user or address)."),
+    "X-RateLimit-Remaining": _integer_header("Requests that may be sent right now without a 429 (at most the "
+                                             "burst)."),
+    "X-RateLimit-Reset": _integer_header("Seconds (a delta, not a timestamp) until the allowance is full again."),
+}
+RETRY_AFTER_HEADER = {
+    "Retry-After": _integer_header("Seconds until one request will be accepted; sent with rate-limit refusals."),
+}
 
 ERRORS = {
     "400": "Invalid input: `details` maps each field or query parameter to its problems.",
@@ -58,8 +84,13 @@ class ApiSchema(AutoSchema):
             return responses
         for code in self._error_codes():
             if code not in responses:
-                error = OpenApiResponse(ErrorEnvelopeSerializer, description=ERRORS[code])
+                body = RateLimitedSerializer if code == "429" else ErrorEnvelopeSerializer
+                error = OpenApiResponse(body, description=ERRORS[code])
                 responses[code] = self._get_response_for_code(error, code, direction=direction)
+        for code, response in responses.items():
+            headers = response.setdefault("headers", {})
+            for name, header in {**RATE_LIMIT_HEADERS, **(RETRY_AFTER_HEADER if code == "429" else {})}.items():
+                headers.setdefault(name, dict(header))
         return responses
 
     def _error_codes(self) -> list[str]:

@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-from config.env import ConfigError, env_bool, env_float, env_int, env_list, env_str
+from config.env import ConfigError, env_bool, env_choice, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -48,6 +48,10 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "allauth",
     "allauth.account",
+    "allauth.mfa",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
+    "allauth.socialaccount.providers.saml",
     "config",
     "accounts",
     "agents",
@@ -195,16 +199,56 @@ AUTHENTICATION_BACKENDS = [
 ]
 LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "/"
-ACCOUNT_LOGIN_METHODS = {"username"}
-# Accounts are created by an organization's admins until self-service sign-up and SSO arrive.
+ACCOUNT_LOGIN_METHODS = {"username", "email"}
+# closed: people are added by an organization's admins (or SSO); open: anyone may sign up, verify
+# their email and start an organization of their own.
+SIGNUP = env_choice("AGENTRY_SIGNUP", "closed", ("closed", "open"))
 ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
-ACCOUNT_SIGNUP_FIELDS = ["username*", "email", "password1*", "password2*"]
-ACCOUNT_EMAIL_VERIFICATION = "none"
+ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]
+# A self-claimed address (sign-up, an added address) must be verified before it signs anyone in or
+# becomes primary. Accounts an administrator made are vouched for: see accounts.adapters.
+ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Agentry] "
+# "Your password was changed", "two-factor authentication was turned off", … to the primary address.
+ACCOUNT_EMAIL_NOTIFICATIONS = True
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = "Agentry"
 ACCOUNT_LOGOUT_ON_GET = False
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Single sign-on (accounts/sso.py): each organization's IdentityProvider rows are allauth's social
+# apps, through the adapter; nothing per provider is configured here.
+SOCIALACCOUNT_ADAPTER = "accounts.sso.SocialAccountAdapter"
+# The identity provider vouches for the address (the provider's email domains are checked); a
+# confirmation email on top would only stop the sign-in.
+SOCIALACCOUNT_EMAIL_VERIFICATION = "none"
+# Linking an SSO sign-in to an existing account with the same address is decided per provider by
+# the adapter (verified by the provider, a domain it serves, an account only in its organization);
+# once linked, later sign-ins find the account by the link.
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
+SOCIALACCOUNT_REQUESTS_TIMEOUT = 10  # seconds, for each call to an identity provider
+
+
+def _host_or_network(entry: str) -> str:
+    import ipaddress
+    import re
+
+    try:
+        ipaddress.ip_network(entry.strip("[]"), strict=False)
+        return entry
+    except ValueError:
+        pass
+    label = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    if len(entry) <= 253 and re.fullmatch(rf"{label}(\.{label})*\.?", entry):
+        return entry.lower()
+    raise ConfigError(f"AGENTRY_SSO_ALLOWED_HOSTS entries must be host names, IPs or networks, got {entry!r}")
+
+
+# Identity providers on loopback or the private network (an on-prem Keycloak or ADFS) are refused
+# unless listed here (host names, IPs or CIDRs); public ones need nothing.
+SSO_ALLOWED_HOSTS = env_list("AGENTRY_SSO_ALLOWED_HOSTS", [], item=_host_or_network)
 
 # --------------------------------------------------------------------------- API
 REST_FRAMEWORK = {

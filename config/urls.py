@@ -1,14 +1,28 @@
 from __future__ import annotations
 
+from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from accounts.api import ApiKeyViewSet, AuditLogExportView, AuditLogView, TokenView, UsageView
+from accounts.api import (
+    ApiKeyViewSet,
+    AuditLogExportView,
+    AuditLogView,
+    MemberViewSet,
+    MeView,
+    TeamViewSet,
+    TokenView,
+    UsageView,
+)
+from accounts.sso_api import IdentityProviderViewSet
 from agents.api import AgentViewSet, ApprovalViewSet, ModelListView, RunViewSet
 from config import health
 from integrations.api import ToolListView
+
+# The admin signs in through allauth's flow, so two-factor authentication applies there too.
+admin.site.login = secure_admin_login(admin.site.login)
 
 router = SimpleRouter()
 router.trailing_slash = "/?"  # documented paths have no slash; accept both rather than redirect POSTs
@@ -16,12 +30,16 @@ router.register("agents", AgentViewSet, basename="agent")
 router.register("runs", RunViewSet, basename="run")
 router.register("approvals", ApprovalViewSet, basename="approval")
 router.register("keys", ApiKeyViewSet, basename="api-key")
+router.register("members", MemberViewSet, basename="member")
+router.register("teams", TeamViewSet, basename="team")
+router.register("identity-providers", IdentityProviderViewSet, basename="identity-provider")
 
 api_patterns = [
     path("auth/token", TokenView.as_view(), name="api-token"),
     path("audit/logs", AuditLogView.as_view(), name="api-audit-logs"),
     path("audit/logs.csv", AuditLogExportView.as_view(), name="api-audit-export"),
     path("usage", UsageView.as_view(), name="api-usage"),
+    path("me", MeView.as_view(), name="api-me"),
     path("models", ModelListView.as_view(), name="api-models"),
     path("tools", ToolListView.as_view(), name="api-tools"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
@@ -34,6 +52,8 @@ urlpatterns = [
     path("readyz", health.readyz),
     path("api/", include(api_patterns)),
     path("admin/", admin.site.urls),
+    # Before allauth: wraps its two SSO sign-in starts (accounts/sso_urls.py).
+    path("", include("accounts.sso_urls")),
     path("accounts/", include("allauth.urls")),
     path("", include("accounts.urls")),
     path("", include("automations.urls")),

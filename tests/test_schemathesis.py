@@ -30,6 +30,7 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from accounts import services as account_services
+from accounts import sso
 from agents import approvals, events
 from agents import services as agent_services
 from agents.llm.base import ToolCall
@@ -118,6 +119,12 @@ def world(organization, owner) -> dict:
                                                  content_type="application/json", timestamp=None, signature=None,
                                                  remote_addr="127.0.0.1")
     key, _ = account_services.api_token_create(user=owner, organization=organization, name="CI")
+    team = account_services.team_create(organization=organization, name="Finance", actor=owner)
+    account_services.team_member_add(team=team, user=owner, actor=owner)
+    membership = owner.memberships.get(organization=organization)
+    idp = sso.identity_provider_create(organization=organization, actor=owner, kind="oidc", slug="fuzz-idp",
+                                       name="Fuzz IdP", server_url="https://idp.invalid", client_id="c",
+                                       client_secret="s")
     _, TOKEN["value"] = account_services.api_token_create(user=owner, organization=organization, name="fuzzer")
     return {
         "ids": {
@@ -128,6 +135,9 @@ def world(organization, owner) -> dict:
             "/api/triggers/": str(trigger.id),
             "/api/trigger-events/": TriggerEvent.objects.get(id=result.event_id).id,
             "/api/keys/": str(key.id),
+            "/api/teams/": str(team.id),
+            "/api/members/": membership.id,
+            "/api/identity-providers/": str(idp.id),
             "/hooks/": trigger.public_id,
         },
     }
@@ -168,6 +178,22 @@ BUSINESS_RULES = {
     "goal_template": "must be a template that renders",
     "source_statuses": "only for run_finished triggers",
     "non_field_errors": "combinations of fields (e.g. what each trigger kind requires)",
+    "user": "must name someone with an account, or be an email address to invite",
+    "parent": "a team of the organization, neither the team itself nor one below it",
+    "member": "must name a member of the organization",
+    "team": "must name a team of the caller's organization",
+    "server_url": "an identity provider's issuer: a public https URL (or a host in AGENTRY_SSO_ALLOWED_HOSTS)",
+    "client_id": "required for OpenID Connect providers",
+    "client_secret": "required for OpenID Connect providers (blank keeps the stored one on update)",
+    "idp_metadata_url": "SAML: a public https URL (or a host in AGENTRY_SSO_ALLOWED_HOSTS)",
+    "idp_sso_url": "SAML: required with the entity id and certificate unless metadata is given",
+    "idp_entity_id": "SAML: required with the SSO URL and certificate unless metadata is given",
+    "idp_x509_cert": "SAML: must be a PEM certificate that parses",
+    "role_claim": "required when a role mapping is given",
+    "email_domains": "must be domain names, each served by one provider only",
+    "slug": "must be unused (it is in the sign-in and callback URLs) and can't change later",
+    "role_mapping": "values must be roles below Owner (SSO never grants Owner)",
+    "default_role": "a role below Owner (SSO never grants Owner)",
 }
 # Text rules that hold for every field, which the schema leaves unsaid: a trimmed string must not be
 # empty ("  " has minLength 1), and Postgres stores neither U+0000 nor lone surrogates.

@@ -65,7 +65,7 @@ def test_keys_and_roles_are_audited(owner, member, organization):
     actions = _actions(organization)
     assert "api_key.create" in actions and "api_key.revoke" in actions
     change = AuditLog.objects.get(action="membership.role_change")
-    assert change.diff == {"role": ["member", "admin"]} and change.actor_name == "olivia"
+    assert change.diff == {"role": ["builder", "admin"]} and change.actor_name == "olivia"
 
 
 def test_sign_ins_and_failed_sign_ins_are_audited(owner):

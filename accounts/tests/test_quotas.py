@@ -37,8 +37,10 @@ def test_runs_are_refused_at_the_organizations_monthly_limit_with_a_warning_firs
     assert body["details"]["usage"][0]["metric"] == "runs"
 
 
-def test_a_users_quota_is_separate_from_the_organizations(owner_api, member_api, agent, organization, member):
+def test_a_users_quota_is_separate_from_the_organizations(owner_api, member_api, agent, organization, member,
+                                                          owner):
     Quota.objects.create(organization=organization, user=member, runs_per_month=1)
+    services.agent_share(agent=agent, team=None, can_edit=False, actor=owner)  # runs count for the runner
 
     assert _start(member_api, agent).status_code == 201
     assert _start(member_api, agent).status_code == 429

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from agents import services as agent_services
-from automations.tests.smtp_sink import SmtpSink
+from tests.fakes.smtp_sink import SmtpSink
 
 
 @pytest.fixture

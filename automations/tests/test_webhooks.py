@@ -117,7 +117,8 @@ def test_a_timestamp_that_is_not_unix_seconds_is_rejected(client, webhook):
     _rejected(_post(client, trigger, BODY, secret=secret, timestamp="2026-01-01T00:00:00Z"), 401, "bad_timestamp")
 
 
-@pytest.mark.parametrize("offset", [-301, 301, -86400])
+# Some seconds beyond the window: the request is signed and checked a moment later, on a busy machine.
+@pytest.mark.parametrize("offset", [-310, 310, -86400])
 def test_a_timestamp_more_than_five_minutes_off_is_rejected_even_when_signed(client, webhook, offset):
     trigger, secret = webhook
 

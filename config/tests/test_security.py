@@ -202,7 +202,7 @@ def test_ui_pages_carry_the_content_security_policy(client, owner):
     assert response["Cross-Origin-Opener-Policy"] == "same-origin"
 
 
-def test_the_sign_in_page_carries_the_policy_too(client):
+def test_the_sign_in_page_carries_the_policy_too(client, db):  # it lists the SSO providers
     response = client.get("/accounts/login/")
 
     assert parse_policy(response["Content-Security-Policy"]) == EXPECTED_POLICY
