@@ -32,8 +32,14 @@ def _signed_in(sender, request, user, **kwargs):
 @receiver(user_login_failed)
 def _sign_in_failed(sender, credentials, request=None, **kwargs):
     # Never the password: only which login was tried.
-    login = credentials.get("username") or credentials.get("login") or credentials.get("email") or ""
-    audit_record(action="auth.sign_in_failed", data={"login": str(login)[:150]})
+    login = str(credentials.get("username") or credentials.get("login") or credentials.get("email") or "")[:150]
+    # When the login names someone, their organization's admins see the attempt in their log.
+    from django.contrib.auth import get_user_model
+    from django.db.models import Q
+
+    person = get_user_model().objects.filter(Q(username=login) | Q(email__iexact=login)).first() if login else None
+    audit_record(action="auth.sign_in_failed", data={"login": login}, target=person,
+                 organization=selectors.organization_for(user=person) if person is not None else None)
 
 
 @receiver(user_logged_out)

@@ -136,3 +136,38 @@ def test_the_log_cannot_be_altered_through_the_api_or_admin(owner_api, admin_cli
     admin_client.post(f"/admin/accounts/auditlog/{entry.id}/delete/", {"post": "yes"})
     admin_client.post(f"/admin/accounts/auditlog/{entry.id}/change/", {"action": "x"})
     assert AuditLog.objects.get(id=entry.id).action == "agent.create"
+
+
+def test_each_action_the_governance_issue_lists_leaves_an_entry(owner, owner_api, organization, member_with_role):
+    """Sign-in, failed sign-in, role change, agent create/edit/delete/share, run start/cancel/approve, key
+    create/revoke and export, each done the way a person does it, each found in the log with its actor."""
+    browser = Client()
+    browser.post("/accounts/login/", {"login": "olivia", "password": "wrong"})
+    browser.post("/accounts/login/", {"login": "olivia", "password": PASSWORD})
+    viewer = member_with_role("viewer")
+    owner_api.patch(f"/api/members/{viewer.memberships.get().id}", {"role": "operator"}, format="json")
+    agent = owner_api.post("/api/agents", {"name": "Notes", "system_prompt": "x", "model": "scripted-notes",
+                                           "tools": ["append_note"]}, format="json").json()
+    owner_api.patch(f"/api/agents/{agent['id']}", {"description": "now described"}, format="json")
+    owner_api.post(f"/api/agents/{agent['id']}/shares", {"team": None, "can_edit": False}, format="json")
+    first = owner_api.post(f"/api/agents/{agent['id']}/runs", {"goal": "one note"}, format="json").json()
+    owner_api.post(f"/api/runs/{first['id']}/cancel")
+    second = owner_api.post(f"/api/agents/{agent['id']}/runs", {"goal": "one note"}, format="json").json()
+    loop.execute_run(second["id"])  # a write tool: waits for a person
+    approval = Approval.objects.get(run_id=second["id"])
+    owner_api.post(f"/api/approvals/{approval.id}/decide", {"decision": "approve"}, format="json")
+    key = owner_api.post("/api/keys", {"name": "CI", "scopes": ["read"]}, format="json").json()
+    owner_api.delete(f"/api/keys/{key['key']['id']}")
+    owner_api.get("/api/audit/logs.csv")
+    owner_api.delete(f"/api/agents/{agent['id']}")
+
+    entries = AuditLog.objects.filter(organization=organization)
+    assert set(entries.values_list("action", flat=True)) >= {
+        "auth.sign_in_failed", "auth.sign_in", "membership.role_change", "agent.create", "agent.update",
+        "agent.share", "run.start", "run.cancel", "run.approval_approve", "api_key.create", "api_key.revoke",
+        "audit.export", "agent.delete",
+    }
+    assert entries.get(action="agent.update").diff == {"description": ["", "now described"]}
+    assert entries.get(action="membership.role_change").diff == {"role": ["viewer", "operator"]}
+    assert all(e.actor_id == owner.id for e in entries.exclude(action__startswith="auth.").exclude(
+        action="membership.add"))

@@ -1134,3 +1134,14 @@ def test_admin_shows_an_agents_policies_and_budgets(admin_client, organization, 
     page = admin_client.get(f"/admin/agents/agent/{agent.id}/change/").content.decode()
     for name in ("tool_policies", "approval_timeout_seconds", "approval_expiry_outcome", "max_tokens", "max_cost_usd"):
         assert f'name="{name}"' in page, name
+
+
+def test_a_viewer_opening_the_agent_builder_gets_permission_denied_and_a_way_back(client, member_with_role):
+    client.force_login(member_with_role("viewer"))
+
+    response = client.get("/agents/new", HTTP_REFERER="http://testserver/agents/")
+
+    html = response.content.decode()
+    assert response.status_code == 403
+    assert "Permission denied: your role (Viewer) can" in html and "add agent" in html
+    assert 'id="go-back"' in html and 'href="/agents/"' in html
