@@ -236,7 +236,9 @@ def test_a_person_approves_and_rejects_an_agents_write_calls(live, ui_user, brow
         status = page.locator("#run-status")
         first = page.locator(".approval-card[data-status=pending]")
         expect(first).to_have_count(1, timeout=30_000)
-        expect(status).to_have_attribute("data-status", "awaiting_approval")
+        # The status event follows the approval event from the worker; on a loaded CI machine that
+        # can take more than expect()'s default 5 s.
+        expect(status).to_have_attribute("data-status", "awaiting_approval", timeout=15_000)
         expect(page.locator("#run-notice")).to_have_text("Waiting for your approval.")
         expect(first.locator(".approval-args")).to_contain_text('"text": "note 0"')
         expect(first.locator(".approval-expiry")).to_contain_text("expires in")
