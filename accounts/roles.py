@@ -180,7 +180,8 @@ class Access:
         return frozenset(found)
 
 
-def access_for(*, user: AbstractBaseUser, organization: Organization) -> Access | None:
+def access_for(*, user: AbstractBaseUser, organization: Organization | object) -> Access | None:
+    """`organization` may be the row or its id."""
     membership = (
         Membership.objects.select_related("organization", "user").filter(user=user, organization=organization).first()
     )

@@ -62,12 +62,13 @@ def organization_for_request(request) -> Organization | None:
 
 
 def membership_for_request(request) -> Membership | None:
-    organization = organization_for_request(request)
-    if organization is None:
-        return None
-    return (
-        Membership.objects.filter(user=request.user, organization=organization).select_related("organization").first()
-    )
+    """The caller's membership in the organization the request acts in, in one query."""
+    token = getattr(request, "auth", None)
+    if isinstance(token, ApiToken):
+        return membership_for(user=request.user, organization_id=token.organization_id)
+    session = getattr(request, "session", None)
+    chosen = session.get("organization_id") if session is not None else None
+    return (chosen and membership_for(user=request.user, organization_id=chosen)) or membership_for(user=request.user)
 
 
 def api_key_list(*, user: AbstractBaseUser, organization: Organization, include_service: bool) -> QuerySet[ApiToken]:

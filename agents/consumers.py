@@ -15,8 +15,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from accounts.models import Membership
-from accounts.roles import Access
+from accounts.roles import access_for
 from agents import selectors, streams
 from agents.models import Run
 
@@ -27,16 +26,12 @@ def _check(user, run_id, token_organization_id) -> int | None:
     organization_id = Run.objects.filter(id=run_id).values_list("organization_id", flat=True).first()
     if organization_id is None or (token_organization_id is not None and organization_id != token_organization_id):
         return 4404
-    membership = Membership.objects.select_related("organization").filter(
-        user=user, organization_id=organization_id
-    ).first()
-    if membership is None:
+    access = access_for(user=user, organization=organization_id)
+    if access is None:
         return 4404
-    membership.user = user
-    access = Access(membership)
     if not access.can("agents.view_run"):
         return 4403
-    if selectors.run_get(organization=membership.organization, viewer=access, run_id=run_id) is None:
+    if selectors.run_get(organization=access.organization, viewer=access, run_id=run_id) is None:
         return 4404
     return None
 

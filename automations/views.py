@@ -49,7 +49,7 @@ def _page(request: HttpRequest, items: Any) -> Page:
     return page_of(request, items, PAGE_SIZE)
 
 
-def _agent_filter(request: HttpRequest, organization: Organization):  # noqa: ARG001 - kept for call sites
+def _agent_filter(request: HttpRequest):
     raw = request.GET.get("agent", "")
     try:
         agent_id = uuid.UUID(raw) if raw else None
@@ -57,7 +57,8 @@ def _agent_filter(request: HttpRequest, organization: Organization):  # noqa: AR
         return None
     if not agent_id:
         return None
-    return agent_selectors.agent_get(organization=organization, viewer=_viewer(request), agent_id=agent_id)
+    access = _viewer(request)
+    return agent_selectors.agent_get(organization=access.organization, viewer=access, agent_id=agent_id)
 
 
 def _service_errors(form, exc: Exception) -> None:
@@ -84,7 +85,7 @@ def _decorate_schedule(schedule: Schedule, *, count: int = 1) -> Schedule:
 @role_required("automations.view_schedule")
 def schedule_list(request: HttpRequest) -> HttpResponse:
     organization = _organization(request)
-    agent = _agent_filter(request, organization)
+    agent = _agent_filter(request)
     page = _page(request, selectors.schedule_list(organization=organization, viewer=_viewer(request),
                                                     agent_id=agent.id if agent else None))
     context = {
@@ -251,7 +252,7 @@ def schedule_preview(request: HttpRequest) -> HttpResponse:
 @role_required("automations.view_trigger")
 def trigger_list(request: HttpRequest) -> HttpResponse:
     organization = _organization(request)
-    agent = _agent_filter(request, organization)
+    agent = _agent_filter(request)
     page = _page(request, selectors.trigger_list(organization=organization, viewer=_viewer(request),
                                                    agent_id=agent.id if agent else None))
     context = {
