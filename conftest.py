@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 
 from accounts import services as account_services
 from accounts.models import Membership
+from tests.fakes.smtp_sink import SmtpSink
 
 pytest_plugins = ["tests.live"]
 
@@ -109,3 +110,18 @@ def _close_connection_pools(django_db_setup, django_db_blocker):
     for connection in connections.all():
         if getattr(connection, "pool", None) is not None:
             connection.close_pool()
+
+
+@pytest.fixture
+def smtp_sink(settings):
+    """Django's real SMTP backend, delivering to a loopback SMTP server."""
+    sink = SmtpSink().start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = sink.port
+    settings.EMAIL_USE_TLS = False
+    settings.EMAIL_USE_SSL = False
+    settings.EMAIL_TIMEOUT = 5
+    settings.DEFAULT_FROM_EMAIL = "Agentry <agentry@test.local>"
+    yield sink
+    sink.stop()

@@ -30,16 +30,20 @@ VIEWER = {
     "automations.view_schedule", "automations.view_trigger",
     "accounts.view_membership", "accounts.view_team", "accounts.view_quota",
     "accounts.add_apitoken",  # personal keys, never beyond the person's own role
+    # The catalog, their own connections and the organization's shared ones (names, status; never secrets).
+    "integrations.view_connection", "integrations.view_httpapi", "integrations.view_mcpserver",
 }
 OPERATOR = VIEWER | {
     "agents.run_agent", "agents.steer_run", "agents.decide_approval",
     "automations.add_schedule", "automations.change_schedule", "automations.delete_schedule",
     "automations.add_trigger", "automations.change_trigger", "automations.delete_trigger",
+    # Personal connections: agents run by this person act with them.
+    "integrations.add_connection", "integrations.change_connection", "integrations.delete_connection",
 }
 BUILDER = OPERATOR | {"agents.add_agent", "agents.change_agent", "agents.delete_agent", "agents.share_agent"}
 AUDITOR = VIEWER | {
     "agents.view_all_agents", "agents.view_all_runs", "accounts.view_auditlog", "accounts.export_auditlog",
-    "accounts.view_identityprovider",
+    "accounts.view_identityprovider", "integrations.view_all_connections",
 }
 ADMIN = BUILDER | AUDITOR | {
     "agents.manage_all_agents",
@@ -48,6 +52,9 @@ ADMIN = BUILDER | AUDITOR | {
     "accounts.manage_service_keys", "accounts.add_quota", "accounts.change_quota", "accounts.delete_quota",
     "accounts.change_organization",
     "accounts.add_identityprovider", "accounts.change_identityprovider", "accounts.delete_identityprovider",
+    "integrations.manage_org_connections",
+    "integrations.add_httpapi", "integrations.change_httpapi", "integrations.delete_httpapi",
+    "integrations.add_mcpserver", "integrations.change_mcpserver", "integrations.delete_mcpserver",
 }
 OWNER = ADMIN | {"accounts.manage_owners"}
 

@@ -128,6 +128,13 @@ class AgentViewSet(
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     lookup_value_regex = UUID_REGEX
 
+    def get_serializer_context(self):
+        # Tools and connections are per organization (OpenAPI operations, MCP tools, connections).
+        context = super().get_serializer_context()
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no caller
+            return context | {"organization": None}
+        return context | {"organization": self.organization}
+
     def get_queryset(self):
         return selectors.agent_list(
             organization=self.organization,

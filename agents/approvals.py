@@ -65,7 +65,7 @@ def approval_decide(
         raise ValueError("decision must be approve, edit or reject")
     edited = None
     if decision == "edit":
-        tool = tool_registry.get(approval.tool)
+        tool = tool_registry.for_organization(approval.organization_id).get(approval.tool)
         problem = tool_registry.validation_error(tool, arguments) if tool else "the tool no longer exists"
         if arguments is None or problem:
             raise InvalidArguments(problem or "edited arguments are required")

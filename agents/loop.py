@@ -34,6 +34,7 @@ from agents.leases import LeaseLost
 from agents.llm import ChatMessage, ModelError, ModelResponse, Provider, ToolCall, ToolSpec, get_provider
 from agents.models import Approval, Run, RunEvent
 from agents.replay import replay
+from integrations import calls as connector_calls
 from integrations import tools as tool_registry
 from integrations.tools import SideEffect
 
@@ -60,6 +61,7 @@ class _Context:
     lease: leases.Lease
     provider: Provider
     tool_specs: list[ToolSpec]
+    tools: dict[str, tool_registry.Tool] = field(default_factory=dict)
     cancel_requested: bool = False
     pause_requested: bool = False
     tokens: int = 0
@@ -145,12 +147,12 @@ def _stopped(run: Run, lease: leases.Lease, exc: Exception) -> None:
 
 def _prepare(run: Run, lease: leases.Lease) -> _Context:
     config = run.config
-    specs = []
-    for name in config["tools"]:
-        tool = tool_registry.get(name)
-        if tool is not None:  # a tool removed since the agent was saved is simply not offered
-            specs.append(ToolSpec(name=tool.name, description=tool.description, input_schema=tool.input_schema))
+    available = tool_registry.for_organization(run.organization_id)
+    # A tool removed since the agent was saved (or an MCP server's tool gone) is simply not offered.
+    chosen = {name: available[name] for name in config["tools"] if name in available}
+    specs = [ToolSpec(name=t.name, description=t.description, input_schema=t.input_schema) for t in chosen.values()]
     return _Context(
+        tools=chosen,
         run=run,
         lease=lease,
         provider=get_provider(config["model"]),
@@ -274,8 +276,8 @@ def _tool_start(call: ToolCall, step: int, **extra) -> tuple[str, dict]:
 
 def _policy(ctx: _Context, call: ToolCall) -> str:
     """auto, ask or deny for this call. Unknown tools are "auto": the registry reports them."""
-    tool = tool_registry.get(call.name)
-    if tool is None or call.name not in ctx.config["tools"]:
+    tool = ctx.tools.get(call.name)
+    if tool is None:
         return "auto"
     explicit = (ctx.config.get("tool_policies") or {}).get(call.name)
     policy = explicit or ("ask" if tool.side_effect == SideEffect.WRITE else "auto")
@@ -287,7 +289,7 @@ def _policy(ctx: _Context, call: ToolCall) -> str:
 def _act(ctx: _Context, call: ToolCall, step: int, *, started: dict | None) -> ChatMessage:
     """Run one tool call. `started` is None for a call not yet recorded as started, {} for one just
     recorded, or the tool_start data of a call that was running when its worker died."""
-    tool = tool_registry.get(call.name)
+    tool = ctx.tools.get(call.name)
     policy = _policy(ctx, call)
     arguments = call.arguments
     if started:
@@ -319,7 +321,8 @@ def _act(ctx: _Context, call: ToolCall, step: int, *, started: dict | None) -> C
         ctx.write([_tool_start(call, step)])
     if tool is None or tool.io_bound:
         _release_connection()
-    if call.name not in ctx.config["tools"]:
+    extra: dict = {}
+    if tool is None:
         result = tool_registry.ToolResult(
             output=f"Error: tool {call.name!r} is not available to this agent. "
             f"Available: {', '.join(ctx.config['tools']) or 'none'}.",
@@ -334,9 +337,14 @@ def _act(ctx: _Context, call: ToolCall, step: int, *, started: dict | None) -> C
             duration_ms=0,
         )
         return _observe(ctx, call, step, result, simulated=True)
+    elif tool.integration is not None:
+        # Bound to a connection, scope-checked before any request, recorded in its history.
+        result, extra = connector_calls.call(config=ctx.config, organization_id=ctx.run.organization_id,
+                                             runner_id=ctx.run.created_by_id, run_id=ctx.run.id, tool=tool,
+                                             arguments=arguments, timeout=ctx.remaining())
     else:
-        result = tool_registry.invoke(call.name, arguments, timeout=ctx.remaining())
-    return _observe(ctx, call, step, result)
+        result = tool_registry.invoke(call.name, arguments, timeout=ctx.remaining(), tool=tool)
+    return _observe(ctx, call, step, result, **extra)
 
 
 def who_decided(approval: Approval) -> str:

@@ -35,6 +35,10 @@ class Agent(models.Model):
 
     # Per tool: auto, ask or deny. Tools not listed: write tools ask, read tools run automatically.
     tool_policies = models.JSONField(default=dict, blank=True)
+    # Per integration its tools use: {"github": {"connection": "runner" | "<connection id>",
+    # "scopes": [...]}}. "runner" (the default) acts as the person running the agent; the scopes
+    # (default: those its chosen tools need) are intersected with the connection's at each call.
+    integrations = models.JSONField(default=dict, blank=True)
     approval_timeout_seconds = models.PositiveIntegerField(default=3600)
     approval_expiry_outcome = models.CharField(max_length=10, choices=ExpiryOutcome.choices,
                                                default=ExpiryOutcome.REJECT)
@@ -83,6 +87,7 @@ class Agent(models.Model):
             "max_tokens": self.max_tokens,
             "max_cost_usd": str(self.max_cost_usd) if self.max_cost_usd is not None else None,
             "tool_policies": dict(self.tool_policies or {}),
+            "integrations": dict(self.integrations or {}),
             "approval_timeout_seconds": self.approval_timeout_seconds,
             "approval_expiry_outcome": self.approval_expiry_outcome,
             "dry_run": False,

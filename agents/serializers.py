@@ -83,7 +83,8 @@ class AgentSerializer(serializers.ModelSerializer):
         return value
 
     def validate_tools(self, value: list[str]) -> list[str]:
-        known = tool_registry.names()
+        organization = self.context.get("organization")
+        known = set(tool_registry.for_organization(organization.id if organization else None))
         unknown = [name for name in value if name not in known]
         if unknown:
             raise serializers.ValidationError(

@@ -35,6 +35,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 AGENT_FIELDS = (
     "name", "description", "system_prompt", "model", "tools", "max_steps", "timeout_seconds", "max_tokens",
     "max_cost_usd", "tool_policies", "approval_timeout_seconds", "approval_expiry_outcome",
+    "integrations",
 )
 # Limits a single run may set for itself, overriding the agent's.
 RUN_LIMITS = ("max_steps", "timeout_seconds", "max_tokens", "max_cost_usd")

@@ -146,10 +146,10 @@ def _decorate_run(run: Run) -> Run:
     return run
 
 
-def _tool_catalog() -> dict[str, dict[str, str]]:
+def _tool_catalog(organization_id) -> dict[str, dict[str, str]]:
     return {
         t.name: {"name": t.name, "description": t.description, "side_effect": t.side_effect.value}
-        for t in tool_registry.all_tools()
+        for t in tool_registry.for_organization(organization_id).values()
     }
 
 
@@ -184,7 +184,7 @@ def agent_list(request: HttpRequest) -> HttpResponse:
         .distinct("agent_id")
     )
     last_run = {run.agent_id: run for run in latest}
-    catalog = _tool_catalog()
+    catalog = _tool_catalog(organization.id)
     for agent in agents:
         agent.model_display = model_registry.model_label(agent.model)
         agent.is_demo = agent.model == model_registry.DEMO_MODEL.id
@@ -283,7 +283,7 @@ def _render_agent_detail(
     agent.model_display = model_registry.model_label(agent.model)
     agent.is_demo = agent.model == model_registry.DEMO_MODEL.id
     agent.model_available = model_registry.is_available(agent.model)
-    catalog = _tool_catalog()
+    catalog = _tool_catalog(organization.id)
     access = _viewer(request)
     can_share = access.can("agents.share_agent") and selectors.agent_is_owner_or_manager(viewer=access, agent=agent)
     context = {
@@ -613,7 +613,7 @@ def _last_status(events: list[RunEvent]) -> str:
 
 def _config_rows(run: Run) -> dict[str, Any]:
     config = run.config or {}
-    catalog = _tool_catalog()
+    catalog = _tool_catalog(run.organization_id)
     cost = config.get("max_cost_usd")
     return {
         "tool_policies": _tool_policy_rows(config.get("tools") or [], config.get("tool_policies") or {}, catalog),

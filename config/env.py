@@ -80,3 +80,22 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     if value.lower() not in choices:
         raise ConfigError(f"{name} must be one of {'/'.join(choices)}, got {value!r}")
     return value.lower()
+
+
+def env_json_commands(name: str) -> dict[str, list[str]]:
+    """A JSON object of name → argv list (non-empty list of strings), e.g. '{"files": ["npx", "srv"]}'."""
+    import json
+
+    value = _raw(name)
+    if value in (None, ""):
+        return {}
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{name} must be a JSON object of name to command list: {exc}") from None
+    if not isinstance(parsed, dict) or not all(
+        isinstance(key, str) and key and isinstance(argv, list) and argv and all(isinstance(a, str) and a for a in argv)
+        for key, argv in parsed.items()
+    ):
+        raise ConfigError(f'{name} must look like {{"name": ["command", "arg", ...]}}, got {value!r}')
+    return parsed

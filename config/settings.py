@@ -6,7 +6,16 @@ import secrets
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-from config.env import ConfigError, env_bool, env_choice, env_float, env_int, env_list, env_str
+from config.env import (
+    ConfigError,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_json_commands,
+    env_list,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -243,7 +252,7 @@ def _host_or_network(entry: str) -> str:
     label = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     if len(entry) <= 253 and re.fullmatch(rf"{label}(\.{label})*\.?", entry):
         return entry.lower()
-    raise ConfigError(f"AGENTRY_SSO_ALLOWED_HOSTS entries must be host names, IPs or networks, got {entry!r}")
+    raise ConfigError(f"AGENTRY_*_ALLOWED_HOSTS entries must be host names, IPs or networks, got {entry!r}")
 
 
 # Identity providers on loopback or the private network (an on-prem Keycloak or ADFS) are refused
@@ -293,6 +302,73 @@ DEFAULT_MODEL = env_str("AGENTRY_DEFAULT_MODEL") or (ANTHROPIC_MODELS[0] if ANTH
 # web_fetch refuses private and loopback addresses unless listed here (host names or CIDRs).
 WEB_FETCH_ALLOWED_HOSTS = env_list("AGENTRY_WEB_FETCH_ALLOWED_HOSTS", [])
 WEB_FETCH_MAX_BYTES = env_int("AGENTRY_WEB_FETCH_MAX_BYTES", 2_000_000, minimum=1024)
+# --------------------------------------------------------------------------- Integrations
+def _credential_keys() -> list[str]:
+    """Fernet keys for connection credentials, newest first: AGENTRY_CREDENTIAL_KEYS="new,old".
+    Encryption uses the first; decryption tries each, so rotating is "prepend a key, run
+    `manage.py credentials_rotate`, drop the old key". Never stored in the database."""
+    from cryptography.fernet import Fernet
+
+    keys = env_list("AGENTRY_CREDENTIAL_KEYS", [])
+    if not keys:
+        if env_bool("AGENTRY_HTTPS", env_bool("DJANGO_SECURE", False)):
+            raise ConfigError(
+                "AGENTRY_HTTPS is on: set AGENTRY_CREDENTIAL_KEYS to a Fernet key (python -c 'from "
+                "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
+            )
+        # Embedded/dev default: a key file under var/, beside the dev secret key, outside the database.
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        path = VAR_DIR / "credential_key"
+        if not path.exists():
+            path.write_text(Fernet.generate_key().decode())
+            path.chmod(0o600)
+        keys = [path.read_text().strip()]
+    for index, key in enumerate(keys):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ConfigError(
+                f"AGENTRY_CREDENTIAL_KEYS entry {index + 1} is not a Fernet key (32 url-safe base64 bytes)"
+            ) from None
+    return keys
+
+
+CREDENTIAL_KEYS = _credential_keys()
+# Connector traffic (GitHub, Slack, Jira, HTTP APIs, MCP servers, mail servers) goes through the same
+# address guard as web_fetch; on-premise hosts (GitHub Enterprise, a self-hosted Jira) are listed here.
+INTEGRATIONS_ALLOWED_HOSTS = env_list("AGENTRY_INTEGRATIONS_ALLOWED_HOSTS", [], item=_host_or_network)
+INTEGRATIONS_MAX_RESPONSE_BYTES = env_int("AGENTRY_INTEGRATIONS_MAX_RESPONSE_BYTES", 5_000_000, minimum=1024)
+INTEGRATIONS_TIMEOUT = env_float("AGENTRY_INTEGRATIONS_TIMEOUT", 15.0, minimum=1.0)
+INTEGRATIONS_MAX_RETRIES = env_int("AGENTRY_INTEGRATIONS_MAX_RETRIES", 3, minimum=0, maximum=10)
+# Longest Retry-After we will sleep through inside one tool call; a longer one fails the call
+# with the provider's wait time in the message.
+INTEGRATIONS_MAX_RETRY_AFTER = env_float("AGENTRY_INTEGRATIONS_MAX_RETRY_AFTER", 30.0, minimum=0.0)
+
+
+def _oauth_app(slug: str, *, api_url: str, auth_url: str) -> dict[str, str]:
+    """An OAuth app registered with the provider, e.g. AGENTRY_GITHUB_CLIENT_ID/_CLIENT_SECRET;
+    _API_URL and _AUTH_URL point at an enterprise server (or a test's fake)."""
+    prefix = f"AGENTRY_{slug.upper()}"
+    app = {
+        "client_id": env_str(f"{prefix}_CLIENT_ID", "") or "",
+        "client_secret": env_str(f"{prefix}_CLIENT_SECRET", "") or "",
+        "api_url": (env_str(f"{prefix}_API_URL", api_url) or api_url).rstrip("/"),
+        "auth_url": (env_str(f"{prefix}_AUTH_URL", auth_url) or auth_url).rstrip("/"),
+    }
+    if bool(app["client_id"]) != bool(app["client_secret"]):
+        raise ConfigError(f"{prefix}_CLIENT_ID and {prefix}_CLIENT_SECRET must be set together")
+    return app
+
+
+INTEGRATION_APPS = {
+    "github": _oauth_app("github", api_url="https://api.github.com", auth_url="https://github.com"),
+    "slack": _oauth_app("slack", api_url="https://slack.com/api", auth_url="https://slack.com"),
+    "jira": _oauth_app("jira", api_url="https://api.atlassian.com", auth_url="https://auth.atlassian.com"),
+}
+# Local MCP servers started as processes (stdio) come only from here, never from user input:
+# AGENTRY_MCP_STDIO_SERVERS='{"files": ["npx", "-y", "@modelcontextprotocol/server-filesystem", "/srv"]}'.
+MCP_STDIO_SERVERS = env_json_commands("AGENTRY_MCP_STDIO_SERVERS")
+
 RUN_DEFAULT_TIMEOUT = env_int("AGENTRY_RUN_DEFAULT_TIMEOUT", 300, minimum=5)
 # Dotted callables run at start-up that register extra model providers (scripted models for tests
 # and benchmarks) through the normal provider boundary.
@@ -422,6 +498,8 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
         "pgserver": {"level": "WARNING"},
+        # The MCP SDK logs a line per stateless request ("Terminating session: None").
+        "mcp": {"level": "WARNING"},
     },
 }
 

@@ -40,6 +40,10 @@ class Tool:
     # A write tool that passes an idempotency key to the service it calls (so a repeat is harmless)
     # may be repeated after a crash instead of pausing the run for a person.
     idempotent: bool = False
+    # Connector tools: the catalog integration whose connection they act through, and the scopes a
+    # call needs. Their func takes a CallContext (integrations.calls) as its first argument.
+    integration: str | None = None
+    scopes: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +54,8 @@ class Tool:
             "timeout_seconds": self.timeout_seconds,
             "io_bound": self.io_bound,
             "idempotent": self.idempotent,
+            "integration": self.integration,
+            "scopes": list(self.scopes),
         }
 
 
@@ -83,6 +89,8 @@ def tool(
     timeout_seconds: float,
     io_bound: bool = True,
     idempotent: bool = False,
+    integration: str | None = None,
+    scopes: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., str]], Tool]:
     def decorate(func: Callable[..., str]) -> Tool:
         return register(
@@ -95,15 +103,39 @@ def tool(
                 func=func,
                 io_bound=io_bound,
                 idempotent=idempotent,
+                integration=integration,
+                scopes=tuple(scopes),
             )
         )
 
     return decorate
 
 
+# Tools that exist per organization (operations of a registered OpenAPI document, tools of a
+# registered MCP server): callables organization_id -> list[Tool], added by their modules.
+_SOURCES: list[Callable[[Any], list[Tool]]] = []
+
+
+def register_source(source: Callable[[Any], list[Tool]]) -> None:
+    _SOURCES.append(source)
+
+
 def _load_builtins() -> None:
     # Importing the modules registers their tools.
+    from integrations import connectors  # noqa: F401
     from integrations.builtin import calculator, current_time, web_fetch  # noqa: F401
+
+
+def for_organization(organization_id: Any) -> dict[str, Tool]:
+    """Every tool an agent of this organization may pick: the static registry plus the
+    organization's own (OpenAPI operations, MCP server tools)."""
+    _load_builtins()
+    found = dict(_REGISTRY)
+    if organization_id is not None:
+        for source in _SOURCES:
+            for item in source(organization_id):
+                found.setdefault(item.name, item)
+    return dict(sorted(found.items()))
 
 
 def all_tools() -> list[Tool]:
@@ -131,22 +163,32 @@ def validation_error(tool: Tool, arguments: Any) -> str | None:
     )
 
 
-def invoke(name: str, arguments: Any, *, timeout: float | None = None) -> ToolResult:
+def invoke(
+    name: str, arguments: Any, *, timeout: float | None = None, tool: Tool | None = None, context: Any = None
+) -> ToolResult:
     """Run a tool the model asked for. Unknown tools, bad arguments, tool errors and timeouts
-    come back as error results for the model; anything else is our bug and raises."""
+    come back as error results for the model; anything else is our bug and raises.
+
+    `tool` is the resolved tool when the caller already has it (organization tools aren't in the
+    static registry); `context` is the CallContext a connector tool takes first."""
     started = time.monotonic()
 
     def result(output: str, is_error: bool) -> ToolResult:
         return ToolResult(output=output, is_error=is_error, duration_ms=int((time.monotonic() - started) * 1000))
 
-    found = get(name)
+    found = tool or get(name)
     if found is None:
         return result(f"Error: unknown tool {name!r}. Available tools are listed in your tool definitions.", True)
     problem = validation_error(found, arguments)
     if problem is not None:
         return result(f"Error: invalid arguments for {name}: {problem}", True)
     limit = found.timeout_seconds if timeout is None else max(0.01, min(found.timeout_seconds, timeout))
-    future = _executor.submit(found.func, **arguments)
+    if found.integration is not None:
+        if context is None:
+            raise TypeError(f"connector tool {name!r} needs a connection context")
+        future = _executor.submit(found.func, context, **arguments)
+    else:
+        future = _executor.submit(found.func, **arguments)
     try:
         output = future.result(timeout=limit)
     except concurrent.futures.TimeoutError:

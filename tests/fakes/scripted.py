@@ -99,7 +99,29 @@ def _append_note(text: str) -> str:
     return f"noted: {text}"
 
 
+class GoalScriptModel:
+    """Calls the tools the goal lists, one per response, then answers with what it observed.
+
+    The goal is JSON: {"calls": [{"tool": "name", "arguments": {...}}, ...]}. Lets a test drive any
+    tool (connector tools included) through the real loop without a model deciding."""
+
+    def complete(self, *, model: str, system: str, messages: list[ChatMessage], tools: list[ToolSpec],
+                 timeout: float) -> ModelResponse:
+        import json
+
+        script = json.loads(messages[0].content)["calls"]
+        observations = [m for m in messages if m.role == "tool"]
+        if len(observations) < len(script):
+            step = script[len(observations)]
+            return ModelResponse(text=f"Calling {step['tool']}.", tool_calls=(_call(step["tool"], step["arguments"]),),
+                                 usage=Usage(input_tokens=3, output_tokens=2), stop_reason="tool_use")
+        summary = " | ".join(("ERR " if m.is_error else "OK ") + m.content for m in observations)
+        return ModelResponse(text=f"Observed: {summary}", usage=Usage(input_tokens=3, output_tokens=2))
+
+
 def register() -> None:
+    register_provider(ModelInfo("scripted-goal", "scripted", "Scripted: calls the tools its goal lists"),
+                      GoalScriptModel())
     register_provider(ModelInfo("scripted-loop", "scripted", "Scripted: loops forever"), LoopingModel())
     register_provider(ModelInfo("scripted-slow", "scripted", "Scripted: 0.5 s per step, loops"), LoopingModel(0.5))
     register_provider(ModelInfo("scripted-clumsy", "scripted", "Scripted: makes mistakes"), ClumsyModel())
