@@ -13,6 +13,7 @@ from django.conf import settings  # noqa: E402
 
 from accounts.authentication import WebsocketAuthMiddleware  # noqa: E402
 from agents.routing import websocket_urlpatterns  # noqa: E402
+from integrations.mcp_server import McpEndpoint, server  # noqa: E402
 
 
 class _BrowserOriginValidator(OriginValidator):
@@ -25,12 +26,47 @@ class _BrowserOriginValidator(OriginValidator):
         return self.validate_origin(parsed_origin)
 
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": _BrowserOriginValidator(
-            WebsocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
-            settings.ALLOWED_HOSTS,
-        ),
-    }
+class _Application:
+    """Sends /mcp to Agentry's MCP server ahead of Django and answers the ASGI lifespan, which
+    neither Django nor Channels speak: startup starts the MCP session manager, shutdown stops it."""
+
+    def __init__(self, application, mcp: McpEndpoint) -> None:
+        self.application = application
+        self.mcp = mcp
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif self.mcp.handles(scope):
+            await self.mcp(scope, receive, send)
+        else:
+            await self.application(scope, receive, send)
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.mcp.start()
+                except Exception as exc:  # noqa: BLE001 - reported to the server, which stops
+                    await send({"type": "lifespan.startup.failed", "message": f"MCP server: {exc}"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.mcp.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+application = _Application(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": _BrowserOriginValidator(
+                WebsocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
+                settings.ALLOWED_HOSTS,
+            ),
+        }
+    ),
+    McpEndpoint(server),
 )
