@@ -49,6 +49,22 @@ class CallContext:
     def api_url(self) -> str:
         return str(self.options.get("api_url") or self.integration.app().get("api_url") or "").rstrip("/")
 
+    def credentials_rejected(self, reason: str) -> None:
+        """For connectors whose provider refuses credentials without an HTTP 401 (Slack's
+        `invalid_auth`, a mail server's failed login): mark the connection as needing
+        re-authorization and notify its owner, as a failed refresh does. A connection already
+        marked keeps its first reason, and its owner gets one notice."""
+        if self.connection is None:  # checking credentials before a connection exists
+            return
+        from integrations import services
+
+        try:
+            services.connection_mark_needs_reauth(connection_id=self.connection.id, reason=reason)
+        finally:
+            # Tools run in their own thread, which would otherwise keep its database connection.
+            if not db_connection.in_atomic_block:
+                close_old_connections()
+
     def require(self, scope: str) -> None:
         """For tools whose needed scope depends on the arguments: refuse before calling out."""
         if scope not in self.scopes:

@@ -132,6 +132,11 @@ def connection_from_tokens(*, grant: OAuthGrant, tokens: TokenSet, actor: Abstra
     needed re-authorization)."""
     integration = _integration(grant.integration, grant.organization)
     granted = integration.scopes_granted_by(tokens.provider_scopes, list(grant.scopes))
+    if not granted:
+        # A connection that holds nothing would only ever refuse; say so now, not at the first run.
+        raise ValidationError({"scopes": [f"{integration.name} granted none of the access asked for "
+                                          f"({', '.join(grant.scopes)}); nothing was saved. Connect again and "
+                                          "approve the requested permissions."]})
     credentials = {"access_token": tokens.access_token}
     if tokens.refresh_token:
         credentials["refresh_token"] = tokens.refresh_token
@@ -288,7 +293,8 @@ def _mail(subject: str, body: str, recipients: list[str]) -> None:
 def connection_mark_needs_reauth(*, connection_id: Any, reason: str) -> None:
     with transaction.atomic():
         connection = Connection.objects.select_for_update().get(id=connection_id)
-        if connection.status != Status.REVOKED:
+        # Already marked (say by the failed refresh that came first): its reason stands.
+        if connection.status not in (Status.REVOKED, Status.NEEDS_REAUTH):
             _needs_reauth(connection, reason)
 
 
