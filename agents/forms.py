@@ -9,14 +9,19 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
 from agents.llm import registry as model_registry
 from agents.models import MAX_STEPS_LIMIT, TIMEOUT_LIMIT_SECONDS, Agent
 from agents.serializers import AgentSerializer, RunCreateSerializer
+from integrations import catalog as integration_catalog
+from integrations import selectors as integration_selectors
 from integrations import tools as tool_registry
 from integrations.tools import SideEffect
 
 POLICY_PREFIX = "policy_"
+# Per integration its tools use: "integration-<slug>-connection" and "integration-<slug>-scopes".
+INTEGRATION_PREFIX = "integration-"
 MAX_TOKENS_LIMIT = 100_000_000
 
 
@@ -81,8 +86,11 @@ class AgentForm(forms.Form):
         label="When nobody decides in time",
     )
 
-    def __init__(self, *args: Any, instance: Agent | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, instance: Agent | None = None, organization=None, actor=None,
+                 **kwargs: Any) -> None:
         self.instance = instance
+        self.organization = organization if organization is not None else getattr(instance, "organization", None)
+        self.actor = actor
         if instance is not None and "initial" not in kwargs:
             kwargs["initial"] = {
                 "name": instance.name,
@@ -109,7 +117,13 @@ class AgentForm(forms.Form):
         if instance is None:
             self.fields["model"].initial = settings.DEFAULT_MODEL
 
-        self._tools = tool_registry.all_tools()
+        # Built-in tools, then each integration's (connector, OpenAPI and MCP tools of this organization).
+        organization_id = self.organization.id if self.organization is not None else None
+        self._integrations = {i.slug: i for i in integration_catalog.all_integrations(organization_id)}
+        self._tools = sorted(
+            tool_registry.for_organization(organization_id).values(),
+            key=lambda t: (t.integration is not None, self._group(t).lower(), t.name),
+        )
         self.fields["tools"].choices = [(t.name, t.name) for t in self._tools]
         for t in self._tools:
             default = Agent.Policy.ASK if t.side_effect == SideEffect.WRITE else Agent.Policy.AUTO
@@ -118,6 +132,68 @@ class AgentForm(forms.Form):
                 label=f"Policy for {t.name}",
                 choices=[("", f"Default: {default.label.lower()}"), *Agent.Policy.choices],
             )
+        self._add_integration_fields()
+
+    def _group(self, tool: tool_registry.Tool) -> str:
+        if tool.integration is None:
+            return "Built-in"
+        found = self._integrations.get(tool.integration)
+        return found.name if found else tool.integration
+
+    def _add_integration_fields(self) -> None:
+        """Which connection and scopes each integration the agent may use acts with."""
+        saved = (self.instance.integrations or {}) if self.instance is not None else {}
+        current_tools = list(self.instance.tools) if self.instance is not None else []
+        self._integration_slugs: list[str] = []
+        for slug in dict.fromkeys(t.integration for t in self._tools if t.integration):
+            integration = self._integrations.get(slug)
+            if integration is None:
+                continue
+            self._integration_slugs.append(slug)
+            setting = saved.get(slug) if isinstance(saved.get(slug), dict) else {}
+            if integration_selectors.needs_connection(integration) and self.organization is not None:
+                current = str(setting.get("connection") or integration_selectors.RUNNER)
+                choices = integration_selectors.connection_choices(
+                    organization=self.organization, actor=self.actor or _NoActor(), integration=integration,
+                    current=current,
+                )
+                self.fields[f"{INTEGRATION_PREFIX}{slug}-connection"] = forms.ChoiceField(
+                    required=False, label=f"{integration.name} connection", initial=current,
+                    choices=[(c.value, c.label) for c in choices],
+                    help_text="Acting as the person running the agent, each run uses its starter's own connection.",
+                )
+            used = [t for t in self._tools if t.integration == slug and t.name in current_tools]
+            scopes = setting.get("scopes")
+            self.fields[f"{INTEGRATION_PREFIX}{slug}-scopes"] = forms.MultipleChoiceField(
+                required=False, label=f"{integration.name} scopes", widget=forms.CheckboxSelectMultiple,
+                choices=[(s.name, s.name) for s in integration.scopes],
+                initial=list(scopes) if isinstance(scopes, list) else integration_selectors.scopes_needed(integration,
+                                                                                                          used),
+            )
+
+    def integration_settings(self) -> list[dict[str, Any]]:
+        """One block per integration: its connection select and scopes checklist, shown while one
+        of its tools is ticked (static/js/integrations.js; the server ignores the others)."""
+        selected = set(self["tools"].value() or [])
+        blocks = []
+        for slug in self._integration_slugs:
+            integration = self._integrations[slug]
+            connection = self.fields.get(f"{INTEGRATION_PREFIX}{slug}-connection")
+            scopes = self[f"{INTEGRATION_PREFIX}{slug}-scopes"]
+            chosen = set(scopes.value() or [])
+            blocks.append({
+                "slug": slug,
+                "name": integration.name,
+                "active": any(t.integration == slug and t.name in selected for t in self._tools),
+                "connection": self[f"{INTEGRATION_PREFIX}{slug}-connection"] if connection is not None else None,
+                "scopes": scopes,
+                "scope_options": [
+                    {"name": s.name, "description": s.description, "write": s.write, "checked": s.name in chosen,
+                     "id": f"id_{INTEGRATION_PREFIX}{slug}-scope-{index}"}
+                    for index, s in enumerate(integration.scopes)
+                ],
+            })
+        return blocks
 
     def tool_options(self) -> list[dict[str, Any]]:
         """The tool checkboxes with what a person needs to choose them: description, side effect
@@ -132,6 +208,9 @@ class AgentForm(forms.Form):
                 "checked": t.name in selected,
                 "id": f"id_tools_{index}",
                 "policy": self[POLICY_PREFIX + t.name],
+                "group": self._group(t),
+                "integration": t.integration or "",
+                "scopes": list(t.scopes),
             }
             for index, t in enumerate(self._tools)
         ]
@@ -145,13 +224,59 @@ class AgentForm(forms.Form):
         chosen = {key.removeprefix(POLICY_PREFIX): cleaned.pop(key)
                   for key in [k for k in cleaned if k.startswith(POLICY_PREFIX)]}
         policies = {name: policy for name, policy in chosen.items() if policy and name in tools}
-        data = dict(cleaned, tool_policies=policies)
-        serializer = AgentSerializer(instance=self.instance, data=data)
-        if serializer.is_valid():
-            self.validated_data = dict(serializer.validated_data)
-        else:
-            _copy_errors(self, serializer.errors)
+        integration_values = self._integration_values(cleaned)
+        data = dict(cleaned, tool_policies=policies, integrations=integration_values)
+        serializer = AgentSerializer(instance=self.instance, data=data,
+                                     context={"organization": self.organization, "actor": self.actor})
+        if not serializer.is_valid():
+            errors = dict(serializer.errors)
+            self._add_integration_errors({k: errors.pop(k) for k in list(errors) if k.startswith("integrations")})
+            _copy_errors(self, errors)
+            return cleaned
+        self.validated_data = dict(serializer.validated_data)
+        if self.organization is not None:
+            # The same rule the API applies (integrations.selectors), here with its errors placed
+            # next to the integration's fields.
+            try:
+                self.validated_data["integrations"] = integration_selectors.agent_integrations_clean(
+                    organization=self.organization, tools=list(self.validated_data.get("tools") or []),
+                    value=integration_values, actor=self.actor,
+                    current=self.instance.integrations if self.instance is not None else None,
+                )
+            except ValidationError as exc:
+                self.validated_data = {}
+                self._add_integration_errors(exc.message_dict)
         return cleaned
+
+    def _add_integration_errors(self, errors: dict[str, Any]) -> None:
+        """Errors keyed `integrations.<slug>.connection|scopes` go next to those fields."""
+        for key, messages in errors.items():
+            if isinstance(messages, dict):  # nested under "integrations" by a serializer field
+                self._add_integration_errors(messages)
+                continue
+            slug, _, part = str(key).removeprefix("integrations.").rpartition(".")
+            target = f"{INTEGRATION_PREFIX}{slug}-{part}"
+            for message in messages if isinstance(messages, list) else [messages]:
+                self.add_error(target if target in self.fields else None, str(message))
+
+    def _integration_values(self, cleaned: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The integration fields as Agent.integrations, taken out of `cleaned` (the serializer
+        has no fields by these names)."""
+        values: dict[str, dict[str, Any]] = {}
+        for slug in self._integration_slugs:
+            connection = cleaned.pop(f"{INTEGRATION_PREFIX}{slug}-connection", None)
+            scopes = cleaned.pop(f"{INTEGRATION_PREFIX}{slug}-scopes", None)
+            values[slug] = {"connection": connection or integration_selectors.RUNNER, "scopes": list(scopes or [])}
+        return values
+
+
+class _NoActor:
+    """Stands in for the builder when a form is made without one: owns no connection."""
+
+    pk = None
+
+    def get_username(self) -> str:
+        return ""
 
 
 class RunForm(forms.Form):

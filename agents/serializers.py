@@ -3,6 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -57,6 +58,11 @@ class AgentSerializer(serializers.ModelSerializer):
         child=serializers.ChoiceField(choices=Agent.Policy.choices), required=False, default=dict,
         help_text="Per tool: auto, ask or deny. Unlisted write tools ask, read tools run automatically.",
     )
+    integrations = serializers.DictField(
+        child=serializers.DictField(), required=False,
+        help_text='Per integration its tools use: {"connection": "runner" (the person running the agent, the '
+                  'default) or a connection id, "scopes": [...] (default: what the chosen tools need)}.',
+    )
     approval_timeout_seconds = serializers.IntegerField(required=False, default=3600, min_value=60,
                                                         max_value=7 * 24 * 3600)
     approval_expiry_outcome = serializers.ChoiceField(choices=Agent.ExpiryOutcome.choices, required=False,
@@ -67,8 +73,8 @@ class AgentSerializer(serializers.ModelSerializer):
         model = Agent
         fields = [
             "id", "name", "description", "system_prompt", "model", "model_label", "tools", "max_steps",
-            "timeout_seconds", "max_tokens", "max_cost_usd", "tool_policies", "approval_timeout_seconds",
-            "approval_expiry_outcome", "created_by", "created_at", "updated_at",
+            "timeout_seconds", "max_tokens", "max_cost_usd", "tool_policies", "integrations",
+            "approval_timeout_seconds", "approval_expiry_outcome", "created_by", "created_at", "updated_at",
         ]
         read_only_fields = ["id", "created_by", "created_at", "updated_at"]
 
@@ -105,6 +111,19 @@ class AgentSerializer(serializers.ModelSerializer):
                 raise serializers.ValidationError(
                     {"tool_policies": [f"Policies name tools the agent doesn't have: {', '.join(stray)}."]}
                 )
+        organization = self.context.get("organization")
+        if organization is not None and ("integrations" in attrs or "tools" in attrs):
+            from integrations.selectors import agent_integrations_clean
+
+            current = self.instance.integrations if self.instance is not None else None
+            request = self.context.get("request")
+            try:
+                attrs["integrations"] = agent_integrations_clean(
+                    organization=organization, tools=list(tools), value=attrs.get("integrations", current or {}),
+                    actor=self.context.get("actor") or getattr(request, "user", None), current=current,
+                )
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError(exc.message_dict) from None
         return attrs
 
 

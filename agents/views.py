@@ -31,6 +31,7 @@ from agents.forms import AgentForm, ApprovalDecisionForm, RunForm
 from agents.llm import registry as model_registry
 from agents.models import Agent, Approval, Run, RunEvent
 from config.ui import found_or_404, organization_or_403, page_of, role_required
+from integrations import selectors as integration_selectors
 from integrations import tools as tool_registry
 
 PAGE_SIZE = 20
@@ -223,7 +224,7 @@ def _save_agent(request: HttpRequest, form: AgentForm, organization: Organizatio
 @role_required("agents.add_agent")
 def agent_create(request: HttpRequest) -> HttpResponse:
     organization = _organization(request)
-    form = AgentForm(request.POST or None)
+    form = AgentForm(request.POST or None, organization=organization, actor=request.user)
     if request.method == "POST":
         agent = _save_agent(request, form, organization, None)
         if agent is not None:
@@ -238,7 +239,7 @@ def agent_create(request: HttpRequest) -> HttpResponse:
 def agent_edit(request: HttpRequest, agent_id: uuid.UUID) -> HttpResponse:
     organization = _organization(request)
     agent = _editable_or_403(request, _agent_or_404(request, agent_id))
-    form = AgentForm(request.POST or None, instance=agent)
+    form = AgentForm(request.POST or None, instance=agent, organization=organization, actor=request.user)
     if request.method == "POST":
         saved = _save_agent(request, form, organization, agent)
         if saved is not None:
@@ -298,6 +299,9 @@ def _render_agent_detail(
         "share_teams": list(Team.objects.filter(organization=organization).order_by("name")) if can_share else [],
         "tool_chips": _tool_chips(agent.tools, catalog),
         "tool_policies": _tool_policy_rows(agent.tools, agent.tool_policies, catalog),
+        # Connector tools: the connection each integration acts through, and what would stop it.
+        "integration_rows": integration_selectors.agent_integration_rows(agent=agent),
+        "connection_warnings": integration_selectors.agent_integration_warnings(agent=agent, viewer=access),
         "approval_timeout_display": format_timeout(agent.approval_timeout_seconds),
         "max_cost_display": format_budget(agent.max_cost_usd),
         "run_form": run_form,

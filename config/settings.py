@@ -286,6 +286,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "TriggerKindEnum": "automations.models.Trigger.Kind",
         "ApiKeyKindEnum": "accounts.models.ApiToken.Kind",
+        # Integrations, registered APIs and MCP servers share one set: none, api_key, oauth2.
+        "AuthTypeEnum": "integrations.catalog.AuthType",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -20,6 +20,9 @@ from accounts.sso_api import IdentityProviderViewSet
 from agents.api import AgentViewSet, ApprovalViewSet, ModelListView, RunViewSet
 from config import health
 from integrations.api import ToolListView
+from integrations.connectors.mcp import urls as mcp_urls
+from integrations.connectors.openapi.urls import api_urlpatterns as http_api_patterns
+from integrations.urls import api_urlpatterns as integration_api_patterns
 
 # The admin signs in through allauth's flow, so two-factor authentication applies there too.
 admin.site.login = secure_admin_login(admin.site.login)
@@ -42,6 +45,9 @@ api_patterns = [
     path("me", MeView.as_view(), name="api-me"),
     path("models", ModelListView.as_view(), name="api-models"),
     path("tools", ToolListView.as_view(), name="api-tools"),
+    *integration_api_patterns,
+    *mcp_urls.api_urlpatterns,
+    *http_api_patterns,
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     *router.urls,
@@ -57,6 +63,10 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("", include("accounts.urls")),
     path("", include("automations.urls")),
+    # Registered APIs and MCP servers before the catalog, whose integrations/<slug>/ would take them.
+    path("", include("integrations.connectors.mcp.urls")),
+    path("", include("integrations.connectors.openapi.urls")),
+    path("", include("integrations.urls")),
     path("", include("agents.urls")),
 ]
 

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import connection
 
 from tests.fakes.anthropic_server import FakeAnthropicServer
+from tests.fakes.github_server import FakeGitHub
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -35,6 +36,7 @@ class LiveStack:
     url: str
     ws_url: str
     anthropic: FakeAnthropicServer
+    github: FakeGitHub
     env: dict[str, str]
     worker: subprocess.Popen
     web: subprocess.Popen
@@ -78,7 +80,14 @@ def fake_anthropic() -> Iterator[FakeAnthropicServer]:
 
 
 @pytest.fixture(scope="session")
-def live_stack(django_db_setup, django_db_blocker, fake_anthropic) -> Iterator[LiveStack]:
+def fake_github() -> Iterator[FakeGitHub]:
+    server = FakeGitHub(client_secret="live-stack-github-secret").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def live_stack(django_db_setup, django_db_blocker, fake_anthropic, fake_github) -> Iterator[LiveStack]:
     ARTIFACTS.mkdir(exist_ok=True)
     logs = ARTIFACTS / "logs"
     logs.mkdir(exist_ok=True)
@@ -95,6 +104,12 @@ def live_stack(django_db_setup, django_db_blocker, fake_anthropic) -> Iterator[L
             "AGENTRY_ANTHROPIC_MAX_RETRIES": "2",
             # Claude is reachable (through the fake) but the default stays the offline demo model.
             "AGENTRY_DEFAULT_MODEL": "demo",
+            # GitHub (its OAuth app and API) is the loopback fake, which the address guard must let through.
+            "AGENTRY_GITHUB_CLIENT_ID": fake_github.client_id,
+            "AGENTRY_GITHUB_CLIENT_SECRET": fake_github.client_secret,
+            "AGENTRY_GITHUB_API_URL": fake_github.url,
+            "AGENTRY_GITHUB_AUTH_URL": fake_github.url,
+            "AGENTRY_INTEGRATIONS_ALLOWED_HOSTS": "127.0.0.1",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -125,7 +140,8 @@ def live_stack(django_db_setup, django_db_blocker, fake_anthropic) -> Iterator[L
             pytest.fail(f"live stack not ready: {last}; see {logs}")
         time.sleep(0.3)
     stack = LiveStack(
-        url=url, ws_url=f"ws://127.0.0.1:{port}", anthropic=fake_anthropic, env=env, worker=worker, web=web, logs=logs,
+        url=url, ws_url=f"ws://127.0.0.1:{port}", anthropic=fake_anthropic, github=fake_github, env=env, worker=worker,
+        web=web, logs=logs,
         worker_name=f"{worker_name}@{socket.gethostname()}",
     )
     web_log.flush()

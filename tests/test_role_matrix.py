@@ -38,6 +38,10 @@ from agents.llm.base import ToolCall
 from agents.models import Agent, Run
 from automations import services as automation_services
 from automations.models import Trigger, TriggerEvent
+from integrations import crypto
+from integrations.connectors.openapi import services as http_api_services
+from integrations.models import Connection, McpServer
+from tests.fakes import openapi_server
 from tests.test_tenant_isolation import NO_TENANT_OBJECT, NO_TENANT_OBJECT_PREFIXES, http_routes
 
 ROLES = ["owner", "admin", "builder", "operator", "viewer", "auditor"]
@@ -280,6 +284,63 @@ MATRIX: list[Action] = [
     A("sso:test", "POST", MANAGERS, lambda w: {"provider_id": w.provider.id}),
     A("accounts:audit-list", "GET", READ_ALL),
     A("accounts:audit-detail", "GET", READ_ALL, lambda w: {"entry_id": w.entry.id}),
+    # ------------------------------------------------------------------ integrations and connections
+    # Personal connections are for anyone who runs agents; the organization's shared ones, registered
+    # APIs and MCP servers are managed by owners and admins. `w.others["connection"]` is shared.
+    A("api-integration-list", "GET", EVERYONE),
+    A("api-integration-detail", "GET", EVERYONE, lambda w: {"slug": "github"}),
+    A("api-integration-authorize", "POST", OPERATORS, lambda w: {"slug": "github"},
+      body=lambda w: {"scopes": ["repo:read"]}),
+    A("api-connection-list", "GET", EVERYONE),
+    A("api-connection-list", "POST", OPERATORS, body=lambda w: {"integration": "github", "values": {}}),
+    A("api-connection-detail", "GET", EVERYONE, lambda w: {"connection_id": w.others["connection"].id}),
+    A("api-connection-calls", "GET", EVERYONE, lambda w: {"connection_id": w.others["connection"].id}),
+    A("api-connection-test", "POST", MANAGERS, lambda w: {"connection_id": w.others["connection"].id}),
+    A("api-connection-revoke", "POST", MANAGERS, lambda w: {"connection_id": w.others["connection"].id}),
+    A("integrations:catalog", "GET", EVERYONE),
+    A("integrations:integration-detail", "GET", EVERYONE, lambda w: {"slug": "github"}),
+    A("integrations:integration-connect", "POST", OPERATORS, lambda w: {"slug": "github"}, body=lambda w: {}),
+    A("integrations:integration-authorize", "POST", OPERATORS, lambda w: {"slug": "github"},
+      body=lambda w: {"scopes": "repo:read"}),
+    A("integrations:connection-list", "GET", EVERYONE),
+    A("integrations:connection-detail", "GET", EVERYONE, lambda w: {"connection_id": w.others["connection"].id}),
+    A("integrations:connection-test", "POST", MANAGERS, lambda w: {"connection_id": w.others["connection"].id}),
+    A("integrations:connection-revoke", "GET", MANAGERS, lambda w: {"connection_id": w.others["connection"].id}),
+    A("integrations:connection-revoke", "POST", MANAGERS, lambda w: {"connection_id": w.others["connection"].id}),
+    A("integrations:connection-reconnect", "POST", MANAGERS,
+      lambda w: {"connection_id": w.others["connection"].id}),
+    A("mcp-server-list", "GET", EVERYONE),
+    A("mcp-server-list", "POST", MANAGERS, body=lambda w: {"name": ""}),
+    A("mcp-server-detail", "GET", EVERYONE, lambda w: {"pk": w.others["mcp"].id}),
+    A("mcp-server-detail", "PATCH", MANAGERS, lambda w: {"pk": w.others["mcp"].id}, body=lambda w: {"name": "X"}),
+    A("mcp-server-detail", "DELETE", MANAGERS, lambda w: {"pk": w.others["mcp"].id}),
+    A("mcp-server-refresh", "POST", MANAGERS, lambda w: {"pk": w.others["mcp"].id}),
+    A("mcp_servers:list", "GET", EVERYONE),
+    A("mcp_servers:create", "GET", MANAGERS),
+    A("mcp_servers:create", "POST", MANAGERS, body=lambda w: {"name": ""}),
+    A("mcp_servers:detail", "GET", EVERYONE, lambda w: {"server_id": w.others["mcp"].id}),
+    A("mcp_servers:edit", "GET", MANAGERS, lambda w: {"server_id": w.others["mcp"].id}),
+    A("mcp_servers:edit", "POST", MANAGERS, lambda w: {"server_id": w.others["mcp"].id}, body=lambda w: {"name": ""}),
+    A("mcp_servers:refresh", "POST", MANAGERS, lambda w: {"server_id": w.others["mcp"].id}),
+    A("mcp_servers:delete", "GET", MANAGERS, lambda w: {"server_id": w.others["mcp"].id}),
+    A("mcp_servers:delete", "POST", MANAGERS, lambda w: {"server_id": w.others["mcp"].id}),
+    A("http-api-list", "GET", EVERYONE),
+    A("http-api-list", "POST", MANAGERS, body=lambda w: {"name": ""}),
+    A("http-api-detail", "GET", EVERYONE, lambda w: {"pk": w.others["http_api"].id}),
+    A("http-api-detail", "PATCH", MANAGERS, lambda w: {"pk": w.others["http_api"].id},
+      body=lambda w: {"name": "X"}),
+    A("http-api-detail", "DELETE", MANAGERS, lambda w: {"pk": w.others["http_api"].id}),
+    A("http_apis:list", "GET", EVERYONE),
+    A("http_apis:create", "GET", MANAGERS),
+    A("http_apis:create", "POST", MANAGERS, body=lambda w: {"name": ""}),
+    A("http_apis:detail", "GET", EVERYONE, lambda w: {"http_api_id": w.others["http_api"].id}),
+    A("http_apis:operations", "POST", MANAGERS, lambda w: {"http_api_id": w.others["http_api"].id},
+      body=lambda w: {"operations": "listPets"}),
+    A("http_apis:edit", "GET", MANAGERS, lambda w: {"http_api_id": w.others["http_api"].id}),
+    A("http_apis:edit", "POST", MANAGERS, lambda w: {"http_api_id": w.others["http_api"].id},
+      body=lambda w: {"name": ""}),
+    A("http_apis:delete", "GET", MANAGERS, lambda w: {"http_api_id": w.others["http_api"].id}),
+    A("http_apis:delete", "POST", MANAGERS, lambda w: {"http_api_id": w.others["http_api"].id}),
 ]
 
 # Routes outside the matrix, each with the reason no role decides about them.
@@ -351,7 +412,23 @@ def world(organization, owner) -> World:
                  entry=AuditLog.objects.filter(organization=organization).latest("id"),
                  # Unreachable on purpose: "Test connection" fails fast with a message, without network.
                  provider=IdentityProvider.objects.create(organization=organization, name="Okta", slug="okta",
-                                                          server_url="https://idp.invalid", client_id="c"))
+                                                          server_url="https://idp.invalid", client_id="c"),
+                 others=_integration_objects(organization, owner))
+
+
+def _integration_objects(organization, owner) -> dict[str, Any]:
+    """A shared connection, an MCP server and a registered API. Their hosts don't resolve, so Test
+    and Refresh fail fast with a message, without network."""
+    connection = Connection.objects.create(
+        organization=organization, integration="github", name="Shared GitHub", owner=None, auth_type="api_key",
+        scopes=["repo:read"], secret=crypto.encrypt({"token": "ghp_matrix"}), options={"api_url": "https://gh.invalid"},
+        created_by=owner)
+    mcp = McpServer.objects.create(organization=organization, slug="tracker", name="Tracker",
+                                   url="https://mcp.invalid/mcp", created_by=owner)
+    http_api = http_api_services.http_api_create(organization=organization, actor=owner, name="Pets",
+                                                 spec=openapi_server.document("https://api.example.com"),
+                                                 operations=["listPets"])
+    return {"connection": connection, "mcp": mcp, "http_api": http_api}
 
 
 def _person(world: World, role: str):

@@ -43,6 +43,10 @@ from agents.models import Agent, Approval, Run, RunEvent
 from automations import services as automation_services
 from automations.models import Schedule, Trigger, TriggerEvent
 from conftest import PASSWORD
+from integrations import crypto
+from integrations.connectors.openapi import services as http_api_services
+from integrations.models import Connection, ConnectionCall, HttpApi, McpServer
+from tests.fakes import openapi_server
 
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -69,6 +73,9 @@ NO_TENANT_OBJECT: dict[str, str] = {
     "credentials (automations/tests/test_webhooks.py covers unknown ids, bad signatures and replays)",
     "agents:home": "redirects to the agent list, which is checked",
     "socialaccount_login_error": "allauth's fixed sign-in error page (401), no data",
+    "integrations:oauth-callback": "the OAuth redirect target: it can only finish the caller's own pending "
+    "authorization (the state is bound to the person and single-use); another's state or none is a 400 that stores "
+    "nothing (integrations/tests/test_oauth.py)",
 }
 # Whole families, by name prefix or namespace (`admin:` also covers the admin's unnamed routes).
 NO_TENANT_OBJECT_PREFIXES: dict[str, str] = {
@@ -101,6 +108,18 @@ PARAMETER_MODELS: dict[str, type[Model]] = {
     "key_id": ApiToken,
     "entry_id": AuditLog,
     "provider_id": IdentityProvider,
+    "connection_id": Connection,
+    "server_id": McpServer,
+    "http_api_id": HttpApi,
+    # The catalog names integrations by slug; an organization's own (a registered MCP server or
+    # OpenAPI document) is a tenant object, named "mcp-<slug>" (see PATH_VALUES).
+    "slug": McpServer,
+}
+
+# Parameters whose value is not the object's primary key: how to name the object, and a name that
+# exists nowhere.
+PATH_VALUES: dict[str, tuple[Callable[[Model], Any], Callable[[], Any]]] = {
+    "slug": (lambda obj: obj.integration_slug, lambda: f"mcp-missing-{uuid.uuid4().hex[:8]}"),
 }
 
 # Lists whose every GET adds a row of its own to what it lists, so two looks never match; for these
@@ -199,6 +218,31 @@ def _create_identity_provider(tenant: Tenant) -> IdentityProvider:
                                            client_id=f"{tenant.label}-client")
 
 
+def _create_connection(tenant: Tenant) -> Connection:
+    # Made directly: the service checks credentials with the provider, which a loopback-only test
+    # can't reach; the row is what a saved organization connection looks like, call history included.
+    connection = Connection.objects.create(
+        organization=tenant.organization, integration="github", name=f"{tenant.label} connection", owner=None,
+        auth_type="api_key", scopes=["repo:read"], secret=crypto.encrypt({"token": f"{tenant.label}-token"}),
+        account={"login": f"{tenant.label}-login"}, options={"api_url": "https://github.invalid/api"},
+        created_by=tenant.user)
+    ConnectionCall.objects.create(connection=connection, tool="github_list_issues", outcome="ok", status_code=200,
+                                  detail=f"{tenant.label} call")
+    return connection
+
+
+def _create_mcp_server(tenant: Tenant) -> McpServer:
+    return McpServer.objects.create(organization=tenant.organization, slug=f"{tenant.label}-mcp",
+                                    name=f"{tenant.label} MCP", url="https://mcp.invalid/mcp", created_by=tenant.user)
+
+
+def _create_http_api(tenant: Tenant) -> HttpApi:
+    return http_api_services.http_api_create(
+        organization=tenant.organization, actor=tenant.user, name=f"{tenant.label} API",
+        description=f"{tenant.label} description", spec=openapi_server.document("https://api.example.com"),
+        operations=["listPets"])
+
+
 # One per model a route can name. A new route naming a new kind of object needs a line here: the
 # object made in the tenant's organization through its service.
 FACTORIES: dict[type[Model], Callable[[Tenant], Model]] = {
@@ -213,6 +257,9 @@ FACTORIES: dict[type[Model], Callable[[Tenant], Model]] = {
     Team: _create_team,
     AuditLog: _create_audit_entry,
     IdentityProvider: _create_identity_provider,
+    Connection: _create_connection,
+    McpServer: _create_mcp_server,
+    HttpApi: _create_http_api,
 }
 
 
@@ -361,7 +408,10 @@ class Route:
                 methods.add("HEAD")
             return methods | {"OPTIONS"}
         if cls is not None:
-            return {m.upper() for m in cls.http_method_names if hasattr(cls, m)}
+            methods = {m.upper() for m in cls.http_method_names if hasattr(cls, m)}
+            if "GET" in methods and "head" in cls.http_method_names:
+                methods.add("HEAD")  # Django's View.setup answers HEAD with get()
+            return methods
         restricted = _require_http_methods(self.callback)
         return {m.upper() for m in restricted} if restricted is not None else set(ALL_METHODS)
 
@@ -494,9 +544,13 @@ def test_an_object_of_another_organization_is_not_found_by_any_method(route, acm
                 "it in NO_TENANT_OBJECT with the reason."
             )
         obj = acme.get(model)
-        kwargs[parameter] = obj.pk
-        missing_kwargs[parameter] = 2_000_000_000 if isinstance(obj.pk, int) else uuid.uuid4()
-        foreign_ids.append(str(obj.pk))
+        if parameter in PATH_VALUES:
+            name, nowhere = PATH_VALUES[parameter]
+            kwargs[parameter], missing_kwargs[parameter] = name(obj), nowhere()
+        else:
+            kwargs[parameter] = obj.pk
+            missing_kwargs[parameter] = 2_000_000_000 if isinstance(obj.pk, int) else uuid.uuid4()
+        foreign_ids.append(str(kwargs[parameter]))
     acme.create_everything()
     before = _snapshot(acme.organization)
     foreign, missing = route.url(kwargs), route.url(missing_kwargs)

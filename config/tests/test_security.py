@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from django.apps import apps
 from django.conf import settings
 
@@ -46,6 +47,7 @@ def production_env(**overrides: str) -> dict[str, str]:
             "DJANGO_DEBUG": "0",
             "DJANGO_ALLOWED_HOSTS": HOST,
             "AGENTRY_HTTPS": "1",
+            "AGENTRY_CREDENTIAL_KEYS": Fernet.generate_key().decode(),
             "DATABASE_URL": settings.DATABASE_URL,
             "REDIS_URL": settings.REDIS_URL,
             "AGENTRY_RATE_LIMIT": "0",
@@ -178,6 +180,21 @@ def test_https_refuses_to_start_without_a_long_random_secret_key(key):
 
     assert result.returncode != 0
     assert "set DJANGO_SECRET_KEY to 50+ random characters" in result.stderr
+
+
+def test_https_refuses_to_start_without_a_credential_key_from_the_environment():
+    result = run_python(production_env(AGENTRY_CREDENTIAL_KEYS=""), "-c", "import config.settings")
+
+    assert result.returncode != 0
+    assert "set AGENTRY_CREDENTIAL_KEYS to a Fernet key" in result.stderr
+
+
+def test_a_malformed_credential_key_stops_start_up_without_echoing_it():
+    result = run_python(production_env(AGENTRY_CREDENTIAL_KEYS="not-a-key-at-all"), "-c", "import config.settings")
+
+    assert result.returncode != 0
+    assert "AGENTRY_CREDENTIAL_KEYS entry 1 is not a Fernet key" in result.stderr
+    assert "not-a-key-at-all" not in result.stderr
 
 
 def test_a_malformed_https_flag_stops_start_up():

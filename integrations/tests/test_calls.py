@@ -220,3 +220,21 @@ def test_the_rotation_command_reports_what_it_re_encrypted(probe, organization, 
     out = StringIO()
     call_command("credentials_rotate", stdout=out)
     assert "Re-encrypted 1 credential(s)" in out.getvalue()
+
+
+def test_the_rest_api_saves_an_agents_connection_choice_and_refuses_another_organizations(
+    probe, organization, other_organization, owner, outsider, owner_api
+):
+    shared = _connect(probe, organization=organization, actor=owner, for_organization=True)
+    foreign = _connect(probe, organization=other_organization, actor=outsider, for_organization=True)
+    body = {"name": "Prober", "system_prompt": "Probe.", "model": "scripted-goal", "tools": ["probe_read"]}
+
+    created = owner_api.post("/api/agents", {**body, "integrations": {"probe": {"connection": str(shared.id)}}},
+                             format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["integrations"] == {"probe": {"connection": str(shared.id), "scopes": ["items:read"]}}
+
+    refused = owner_api.post("/api/agents", {**body, "integrations": {"probe": {"connection": str(foreign.id)}}},
+                             format="json")
+    assert refused.status_code == 400
+    assert "integrations.probe.connection" in json.dumps(refused.json()["details"])
