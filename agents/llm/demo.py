@@ -1,8 +1,9 @@
 """The offline demo model: deterministic, no network, clearly labelled.
 
 It reads the goal, picks the agent's tools that fit (arithmetic → calculator, a URL → web_fetch,
-date or time → current_time), calls each once with arguments parsed from the goal, then writes a
-final answer quoting what the tools returned. It drives the same loop and tools as Claude does.
+date or time → current_time, "issues/pull requests in owner/repo" → GitHub, "channels" → Slack),
+calls each once with arguments parsed from the goal, then writes a final answer quoting what the
+tools returned. It drives the same loop and tools (connections included) as Claude does.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ _WORDS = [
     (re.compile(r"\bto the power of\b", re.I), "**"),
 ]
 _EXPRESSION = re.compile(r"[-+(]*\d[\d.\s]*(?:(?:\*\*|[-+*/%^()])[\s(]*[-+]?\d[\d.\s]*\)*\s*)+")
+_REPO = re.compile(r"(?<![\w/.-])([A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9_.-]+)(?![\w/])")
+_ISSUES = re.compile(r"\bissues?\b", re.I)
+_PULLS = re.compile(r"\b(pull requests?|PRs?)\b", re.I)
+_CHANNELS = re.compile(r"\bchannels?\b", re.I)
 _TIME_WORDS = re.compile(r"\b(time|date|day|today|clock|now)\b", re.I)
 _TIMEZONE = re.compile(r"\b([A-Z][a-z]+(?:_[A-Z][a-z]+)?/[A-Z][A-Za-z_]+(?:/[A-Z][A-Za-z_]+)?)\b")
 _CITY_ZONES = {
@@ -65,6 +70,13 @@ def plan(goal: str, tool_names: set[str]) -> list[tuple[str, dict]]:
         calls.append(("calculator", {"expression": expression}))
     if _TIME_WORDS.search(goal_without_urls) and "current_time" in tool_names:
         calls.append(("current_time", {"timezone": _timezone(goal_without_urls)}))
+    repo = _REPO.search(goal_without_urls)
+    if repo and _PULLS.search(goal_without_urls) and "github_list_pull_requests" in tool_names:
+        calls.append(("github_list_pull_requests", {"repo": repo.group(1).rstrip(".")}))
+    elif repo and _ISSUES.search(goal_without_urls) and "github_list_issues" in tool_names:
+        calls.append(("github_list_issues", {"repo": repo.group(1).rstrip(".")}))
+    if _CHANNELS.search(goal_without_urls) and "slack_list_channels" in tool_names:
+        calls.append(("slack_list_channels", {}))
     return calls
 
 

@@ -184,3 +184,16 @@ def test_a_run_deleted_while_it_runs_ends_quietly(make_agent, owner):
     finally:
         registry._extra_providers["scripted-loop"] = original
     assert not Run.objects.filter(id=run.id).exists()
+
+
+def test_the_demo_model_reaches_for_connector_tools_the_goal_names():
+    from agents.llm.demo import plan
+
+    tools = {"github_list_issues", "github_list_pull_requests", "slack_list_channels", "current_time"}
+    assert plan("Which issues are open in octocat/Hello-World?", tools) == [
+        ("github_list_issues", {"repo": "octocat/Hello-World"})]
+    assert plan("List the open pull requests of acme/widgets.", tools) == [
+        ("github_list_pull_requests", {"repo": "acme/widgets"})]
+    assert plan("Which Slack channels exist?", tools) == [("slack_list_channels", {})]
+    assert plan("What time is it in Europe/Paris?", tools) == [("current_time", {"timezone": "Europe/Paris"})]
+    assert plan("Which issues are open in octocat/Hello-World?", {"calculator"}) == []
