@@ -196,6 +196,7 @@ CELERY_BEAT_SCHEDULE = {
     "runs-watchdog": {"task": "agents.runs_watchdog", "schedule": WATCHDOG_SECONDS},
     "automations-tick": {"task": "automations.tick", "schedule": AUTOMATIONS_POLL_SECONDS},
     "audit-purge": {"task": "accounts.audit_purge", "schedule": 24 * 3600},
+    "connections-health": {"task": "integrations.connections_health_check", "schedule": 3600},
 }
 # Audit entries older than this are deleted by a daily job; 0 keeps them forever.
 AUDIT_RETENTION_DAYS = env_int("AGENTRY_AUDIT_RETENTION_DAYS", 400, minimum=0)
@@ -345,6 +346,9 @@ INTEGRATIONS_MAX_RETRIES = env_int("AGENTRY_INTEGRATIONS_MAX_RETRIES", 3, minimu
 # Longest Retry-After we will sleep through inside one tool call; a longer one fails the call
 # with the provider's wait time in the message.
 INTEGRATIONS_MAX_RETRY_AFTER = env_float("AGENTRY_INTEGRATIONS_MAX_RETRY_AFTER", 30.0, minimum=0.0)
+# Working connections are checked with their provider when their last check is older than this
+# (an hourly job, a batch at a time), so a dead token shows before an agent trips on it. 0: never.
+INTEGRATIONS_HEALTH_CHECK_HOURS = env_int("AGENTRY_INTEGRATIONS_HEALTH_CHECK_HOURS", 24, minimum=0)
 
 
 def _oauth_app(slug: str, *, api_url: str, auth_url: str) -> dict[str, str]:

@@ -11,10 +11,12 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.audit import audit_record
@@ -211,14 +213,37 @@ def connection_test(*, connection: Connection, actor: AbstractBaseUser | None) -
         if connection.status != Status.REVOKED:
             if ok:
                 connection.status = Status.ACTIVE
-            elif needs_reauth:
-                connection.status = Status.NEEDS_REAUTH
-            elif connection.status == Status.ACTIVE:
+            elif connection.status == Status.ACTIVE and not needs_reauth:
                 connection.status = Status.ERROR
         connection.save()
-        audit_record(action="connection.test", actor=actor, organization_id=connection.organization_id,
-                     target=connection, data={"ok": ok})
+        if needs_reauth and connection.status != Status.REVOKED:
+            _needs_reauth(connection, error)  # status, audit entry and the owner's email (once)
+        if actor is not None:  # the periodic check's outcome shows on the connection, not in the log
+            audit_record(action="connection.test", actor=actor, organization_id=connection.organization_id,
+                         target=connection, data={"ok": ok})
     return connection
+
+
+def connections_health_check(*, batch: int = 50) -> dict[str, int]:
+    """Check the working connections whose last check is older than INTEGRATIONS_HEALTH_CHECK_HOURS,
+    oldest first, a batch at a time. A broken one turns "error" or "needs re-authorization" (its
+    owner notified) before an agent needs it."""
+    hours = int(settings.INTEGRATIONS_HEALTH_CHECK_HOURS)
+    if not hours:
+        return {"checked": 0, "failed": 0}
+    stale = timezone.now() - timedelta(hours=hours)
+    due = (Connection.objects.filter(status__in=[Status.ACTIVE, Status.ERROR])
+           .filter(Q(last_checked_at__isnull=True) | Q(last_checked_at__lt=stale))
+           .order_by(F("last_checked_at").asc(nulls_first=True)).values_list("id", flat=True)[:batch])
+    checked = failed = 0
+    for connection_id in list(due):
+        connection = Connection.objects.select_related("organization").filter(id=connection_id).first()
+        if connection is None:
+            continue
+        connection = connection_test(connection=connection, actor=None)
+        checked += 1
+        failed += not connection.last_check_ok
+    return {"checked": checked, "failed": failed}
 
 
 def connection_refresh(*, connection_id: Any) -> dict[str, Any] | None:

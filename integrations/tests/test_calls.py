@@ -238,3 +238,29 @@ def test_the_rest_api_saves_an_agents_connection_choice_and_refuses_another_orga
                              format="json")
     assert refused.status_code == 400
     assert "integrations.probe.connection" in json.dumps(refused.json()["details"])
+
+
+def test_the_periodic_check_finds_a_dead_token_before_an_agent_does(
+    probe, organization, owner, smtp_sink, django_capture_on_commit_callbacks, settings
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.INTEGRATIONS_HEALTH_CHECK_HOURS = 24
+    fresh = _connect(probe, organization=organization, actor=owner)
+    stale = _connect(probe, organization=organization, actor=owner, for_organization=True)
+    Connection.objects.filter(id=stale.id).update(last_checked_at=timezone.now() - timedelta(hours=25))
+    probe.script("/whoami", [(401, {}, {"message": "Bad credentials"})])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.connections_health_check() == {"checked": 1, "failed": 1}
+
+    stale.refresh_from_db()
+    fresh.refresh_from_db()
+    assert stale.status == Connection.Status.NEEDS_REAUTH and stale.last_check_ok is False
+    assert fresh.status == Connection.Status.ACTIVE
+    [mail] = smtp_sink.wait_for(1)
+    assert owner.email in mail.recipients and "needs re-authorization" in mail.message["Subject"]
+    settings.INTEGRATIONS_HEALTH_CHECK_HOURS = 0
+    assert services.connections_health_check() == {"checked": 0, "failed": 0}
