@@ -48,6 +48,10 @@ SELECT inserted.id, inserted.seq, bumped.cancel_requested, bumped.pause_requeste
 """
 
 
+class RunGone(LookupError):
+    """The run's row is gone (its organization or agent was deleted while it ran)."""
+
+
 @dataclass(frozen=True)
 class Usage:
     input_tokens: int = 0
@@ -122,7 +126,7 @@ def record_many(
     if not rows:
         if only_from is not None or lease_token is not None:
             return None
-        raise LookupError(f"run {run_id} does not exist")
+        raise RunGone(f"run {run_id} does not exist")
     events = [
         RunEvent(id=row_id, run_id=run_id, seq=seq, type=type_, data=data, created_at=created_at)
         for (row_id, seq, _, _), (type_, data) in zip(rows, items, strict=True)

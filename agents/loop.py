@@ -108,7 +108,7 @@ def _execute(run: Run, lease: leases.Lease) -> None:
     try:
         ctx = _prepare(run, lease)
         answer = _loop(ctx)
-    except (_Stop, LeaseLost, ModelError, LookupError) as exc:
+    except (_Stop, LeaseLost, ModelError, events.RunGone) as exc:
         _stopped(run, lease, exc)
     except (OperationalError, InterfaceError):
         # The database went away (restart, failover, network). Not the run's fault and nothing we
@@ -130,7 +130,7 @@ def _execute(run: Run, lease: leases.Lease) -> None:
 def _stopped(run: Run, lease: leases.Lease, exc: Exception) -> None:
     if isinstance(exc, LeaseLost):
         raise exc
-    if isinstance(exc, LookupError):
+    if isinstance(exc, events.RunGone):
         # The run's row is gone (its organization or agent was deleted mid-run): nothing to finish.
         logger.warning("run %s was deleted while it ran", run.id)
     elif isinstance(exc, ModelError):

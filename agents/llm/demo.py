@@ -105,7 +105,10 @@ class DemoProvider:
                 "calculator": f"This needs arithmetic, so I'll use the calculator on `{arguments.get('expression')}`.",
                 "web_fetch": f"I'll fetch {arguments.get('url')} to read it.",
                 "current_time": f"I'll check the current time in {arguments.get('timezone')}.",
-            }[name]
+                "github_list_issues": f"I'll list the open issues of {arguments.get('repo')} on GitHub.",
+                "github_list_pull_requests": f"I'll list the open pull requests of {arguments.get('repo')} on GitHub.",
+                "slack_list_channels": "I'll list the Slack channels.",
+            }.get(name, f"I'll call {name}.")
             call = ToolCall(id=f"demo_{uuid.uuid4().hex[:12]}", name=name, arguments=arguments)
             return ModelResponse(
                 text=thought,

@@ -197,3 +197,40 @@ def test_the_demo_model_reaches_for_connector_tools_the_goal_names():
     assert plan("Which Slack channels exist?", tools) == [("slack_list_channels", {})]
     assert plan("What time is it in Europe/Paris?", tools) == [("current_time", {"timezone": "Europe/Paris"})]
     assert plan("Which issues are open in octocat/Hello-World?", {"calculator"}) == []
+
+
+def test_a_bug_of_ours_fails_the_run_with_its_trace_instead_of_passing_for_a_deleted_run(
+    transactional_db, make_agent, owner
+):
+    # A KeyError is a LookupError too; it once passed for "the run was deleted" and left the run
+    # running until the watchdog, over and over.
+    from agents.llm import registry
+    from agents.llm.base import ModelInfo
+
+    class Broken:
+        def complete(self, **kwargs):
+            return {}["missing"]
+
+    registry.register_provider(ModelInfo("test-broken", "scripted", "Raises KeyError"), Broken())
+    try:
+        run = services.run_start(agent=make_agent(model="test-broken"), goal="go", actor=owner)
+        with pytest.raises(KeyError):
+            loop.execute_run(run.id)
+    finally:
+        registry._extra_providers.pop("test-broken", None)
+
+    run.refresh_from_db()
+    assert run.status == Run.Status.FAILED and run.stop_reason == Run.StopReason.INTERNAL_ERROR
+    assert "KeyError" in run.error
+    assert RunEvent.objects.filter(run=run, type=RunEvent.Type.ERROR, data__source="internal").exists()
+
+
+def test_the_demo_model_tells_what_it_does_with_a_connector_tool(make_agent, owner):
+    run = _run(make_agent(tools=["github_list_issues"]), owner, "Which issues are open in octocat/Hello-World?")
+
+    assert run.status == Run.Status.SUCCEEDED
+    thought = RunEvent.objects.filter(run=run, type=RunEvent.Type.THOUGHT).order_by("seq").first()
+    assert thought.data["content"] == "I'll list the open issues of octocat/Hello-World on GitHub."
+    end = RunEvent.objects.get(run=run, type=RunEvent.Type.TOOL_END)
+    assert end.data["output"].startswith("Refused: the person running this agent has no GitHub connection")
+    assert "github_list_issues failed: Refused" in run.answer
