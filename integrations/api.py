@@ -24,6 +24,7 @@ from integrations.serializers import (
     AuthorizeSerializer,
     ConnectionCallSerializer,
     ConnectionCreateSerializer,
+    ConnectionCredentialsSerializer,
     ConnectionSerializer,
     IntegrationSerializer,
     credential_kind_errors,
@@ -78,6 +79,17 @@ def api_error(exc: DjangoValidationError, *, nested: dict[str, str] | None = Non
         else:
             details[field] = messages
     return serializers.ValidationError(details)
+
+
+def credential_values_checked(integration: Integration | None, values: dict[str, Any]) -> dict[str, str]:
+    """URL and email fields checked for their form (a 400 under `values`) before the service asks the
+    provider; returns the `nested` for api_error that puts the service's field errors there too."""
+    if integration is None:
+        return {}
+    malformed = credential_kind_errors(integration, values)
+    if malformed:
+        raise serializers.ValidationError({"values": malformed})
+    return {f.name: "values" for f in integration.credential_fields} | {name: "values" for name in values}
 
 
 def _tools_by_slug(organization) -> dict[str, list]:
@@ -244,11 +256,7 @@ class ConnectionListView(generics.ListAPIView):
         data = serializer.validated_data
         require_connect(access, for_organization=data["organization"])
         integration = selectors.integration_get(organization=access.organization, slug=data["integration"])
-        fields = {f.name: "values" for f in integration.credential_fields} if integration else {}
-        malformed = credential_kind_errors(integration, data["values"]) if integration else {}
-        if malformed:
-            raise serializers.ValidationError({"values": malformed})
-        fields |= {name: "values" for name in data["values"]}
+        fields = credential_values_checked(integration, data["values"])
         try:
             connection = services.connection_create(
                 organization=access.organization, actor=request.user, integration=data["integration"],
@@ -273,6 +281,12 @@ class _ConnectionView(APIView):
     def respond(self, access: Access, connection: Connection) -> Response:
         return Response(ConnectionSerializer(connection, context=_connection_context(access)).data)
 
+    def require_change(self, access: Access, connection: Connection, verb: str) -> None:
+        if not selectors.connection_can_change(viewer=access, connection=connection):
+            raise Denied(selectors.connection_act_refusal(viewer=access, connection=connection, verb=verb),
+                         perm="integrations.manage_org_connections" if connection.owner_id is None
+                         else "integrations.change_connection")
+
 
 @extend_schema(tags=["connections"])
 class ConnectionDetailView(_ConnectionView):
@@ -294,14 +308,43 @@ class ConnectionTestView(_ConnectionView):
     @extend_schema(request=None, responses={200: ConnectionSerializer}, summary="Test a connection")
     def post(self, request, connection_id):
         access, connection = self.connection(request, connection_id)
-        if not selectors.connection_can_change(viewer=access, connection=connection):
-            raise Denied(selectors.connection_act_refusal(viewer=access, connection=connection, verb="test"),
-                         perm="integrations.manage_org_connections" if connection.owner_id is None
-                         else "integrations.change_connection")
+        self.require_change(access, connection, "test")
         try:
             connection = services.connection_test(connection=connection, actor=request.user)
         except DjangoValidationError as exc:
             raise api_error(exc) from None
+        return self.respond(access, connection)
+
+
+@extend_schema(tags=["connections"])
+class ConnectionCredentialsView(_ConnectionView):
+    """Give an API-key connection new credentials (a rotated token, a changed password). They are
+    checked with the provider first: refused ones change nothing. The connection keeps its id, call
+    history and the agents bound to it, and turns active. Secret fields are required; a setting
+    (non-secret field) left out keeps its value, one sent blank is cleared. OAuth connections use
+    Reconnect; revoked ones can't be brought back. Personal connections: their owner
+    (change_connection); organization connections: integrations.manage_org_connections."""
+
+    role_perms = {"post": VIEW}
+
+    @extend_schema(request=ConnectionCredentialsSerializer, responses={200: ConnectionSerializer},
+                   summary="Replace an API-key connection's credentials")
+    def post(self, request, connection_id):
+        access, connection = self.connection(request, connection_id)
+        self.require_change(access, connection, "give new credentials to")
+        serializer = ConnectionCredentialsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        values = serializer.validated_data["values"]
+        integration = selectors.integration_get(organization=access.organization, slug=connection.integration)
+        refusal = services.credentials_replace_refusal(connection)
+        if refusal:  # before the values: their form doesn't matter for a connection that can't take them
+            raise serializers.ValidationError({"connection": [refusal]})
+        fields = credential_values_checked(integration, values)
+        try:
+            connection = services.connection_replace_credentials(connection=connection, actor=request.user,
+                                                                 values=values)
+        except DjangoValidationError as exc:
+            raise api_error(exc, nested=fields) from None
         return self.respond(access, connection)
 
 

@@ -131,6 +131,16 @@ class ConnectionCreateSerializer(serializers.Serializer):
         return value
 
 
+class ConnectionCredentialsSerializer(serializers.Serializer):
+    values = serializers.DictField(
+        child=serializers.JSONField(),
+        help_text="The integration's credential_fields by name. Secret fields are required (the old secret is "
+                  "replaced whole); a non-secret one left out keeps its current value, one sent blank is cleared.",
+    )
+
+    validate_values = ConnectionCreateSerializer.validate_values
+
+
 def credential_kind_errors(integration: Integration, values: dict[str, Any]) -> dict[str, list[str]]:
     """URL and email fields checked for their form before anything is sent to the provider."""
     from django.core.exceptions import ValidationError

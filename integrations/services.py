@@ -79,28 +79,7 @@ def connection_create(
     auth_type = AuthType.API_KEY if AuthType.API_KEY in found.auth_types else AuthType.NONE
     if auth_type == AuthType.NONE and AuthType.NONE not in found.auth_types:
         raise ValidationError({"integration": [f"{found.name} connects with OAuth; use Connect instead."]})
-    errors: dict[str, list[str]] = {}
-    secret: dict[str, Any] = {}
-    options: dict[str, Any] = {}
-    known = {f.name for f in found.credential_fields}
-    for extra in sorted(set(values) - known):
-        errors[extra] = [f"{found.name} takes no field {extra!r}."]
-    for item in found.credential_fields:
-        value = values.get(item.name)
-        value = value.strip() if isinstance(value, str) else value
-        if value in (None, ""):
-            if item.required:
-                errors[item.name] = ["This field is required."]
-            continue
-        if item.kind == "integer":
-            try:
-                value = int(value)
-            except (TypeError, ValueError):
-                errors[item.name] = ["Enter a whole number."]
-                continue
-        (secret if item.secret else options)[item.name] = value
-    if errors:
-        raise ValidationError(errors)
+    secret, options = _credential_values(found, values)
     granted = _clean_scopes(found, scopes)
     try:
         account = identify(integration=found, credentials=secret, options=options, scopes=granted)
@@ -113,6 +92,93 @@ def connection_create(
         last_checked_at=timezone.now(), last_check_ok=True, created_by=actor,
     )
     _audit_create(connection, actor, method="api_key")
+    return connection
+
+
+def _credential_values(integration: Integration, values: dict[str, Any], *,
+                       current_options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A credentials form's values as (secret, options), or a ValidationError by field.
+
+    With `current_options` (new credentials for an existing connection) every secret field is
+    required, since the old secret is replaced whole, and a setting left out keeps its current
+    value; one sent blank is cleared (or refused when required)."""
+    errors: dict[str, list[str]] = {}
+    secret: dict[str, Any] = {}
+    options: dict[str, Any] = dict(current_options or {})
+    replacing = current_options is not None
+    known = {f.name for f in integration.credential_fields}
+    for extra in sorted(set(values) - known):
+        errors[extra] = [f"{integration.name} takes no field {extra!r}."]
+    for item in integration.credential_fields:
+        if replacing and not item.secret and item.name not in values and item.name in options:
+            continue
+        value = values.get(item.name)
+        value = value.strip() if isinstance(value, str) else value
+        if value in (None, ""):
+            options.pop(item.name, None)
+            if item.required or (replacing and item.secret):
+                errors[item.name] = ["This field is required."]
+            continue
+        if item.kind == "integer":
+            try:
+                value = int(value)
+            except (TypeError, ValueError):
+                errors[item.name] = ["Enter a whole number."]
+                continue
+        (secret if item.secret else options)[item.name] = value
+    if errors:
+        raise ValidationError(errors)
+    return secret, options
+
+
+def credentials_replace_refusal(connection: Connection) -> str:
+    """Why this connection can't be given new credentials ("" when it can)."""
+    if connection.status == Status.REVOKED:
+        return "Revoked connections can't be brought back; connect again."
+    if connection.auth_type == AuthType.OAUTH2:
+        return "This connection signs in with OAuth: use Reconnect to authorize it again."
+    if connection.auth_type != AuthType.API_KEY:
+        return "This connection has no credentials to replace."
+    return ""
+
+
+@transaction.atomic
+def connection_replace_credentials(*, connection: Connection, actor: AbstractBaseUser,
+                                   values: dict[str, Any]) -> Connection:
+    """New credentials for an API-key connection (a rotated token, a changed password), checked with
+    the provider before anything is saved. The connection keeps its id, call history and the agents
+    bound to it; a non-secret setting left out of `values` keeps its current value."""
+    connection = Connection.objects.get(id=connection.id)
+    refusal = credentials_replace_refusal(connection)
+    if refusal:
+        raise ValidationError({"connection": [refusal]})
+    found = _integration(connection.integration, connection.organization)
+    if AuthType.API_KEY not in found.auth_types:
+        raise ValidationError({"connection": [f"{found.name} no longer connects with an API key; connect again."]})
+    secret, options = _credential_values(found, values, current_options=dict(connection.options))
+    try:
+        # Checked as a would-be connection (connection=None): a refusal here must not mark the
+        # current one "needs re-authorization" or email its owner.
+        account = identify(integration=found, credentials=dict(secret), options=dict(options),
+                           scopes=list(connection.scopes))
+    except ToolError as exc:
+        raise ValidationError({"credentials": [f"{found.name} did not accept these credentials: {exc}"]}) from None
+    # Locked only now, not across the provider check: runs record their calls on this row.
+    connection = Connection.objects.select_for_update().get(id=connection.id)
+    if connection.status == Status.REVOKED:  # revoked while the provider was being asked
+        raise ValidationError({"connection": [credentials_replace_refusal(connection)]})
+    now = timezone.now()
+    connection.secret = crypto.encrypt(secret) if secret else ""
+    connection.options = options
+    connection.account = account
+    connection.status = Status.ACTIVE
+    connection.last_error = ""
+    connection.last_checked_at = now
+    connection.last_check_ok = True
+    connection.expires_at = None
+    connection.save()
+    audit_record(action="connection.reauthorize", actor=actor, organization_id=connection.organization_id,
+                 target=connection, data={"integration": connection.integration, "method": "api_key"})
     return connection
 
 

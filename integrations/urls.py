@@ -21,6 +21,7 @@ urlpatterns = [
     path("connections/<uuid:connection_id>/test", views.connection_test, name="connection-test"),
     path("connections/<uuid:connection_id>/revoke", views.connection_revoke, name="connection-revoke"),
     path("connections/<uuid:connection_id>/reconnect", views.connection_reconnect, name="connection-reconnect"),
+    path("connections/<uuid:connection_id>/credentials", views.connection_credentials, name="connection-credentials"),
 ]
 
 UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -40,6 +41,8 @@ api_urlpatterns = [
             name="api-connection-test"),
     re_path(rf"^connections/(?P<connection_id>{UUID})/revoke/?$", api.ConnectionRevokeView.as_view(),
             name="api-connection-revoke"),
+    re_path(rf"^connections/(?P<connection_id>{UUID})/credentials/?$", api.ConnectionCredentialsView.as_view(),
+            name="api-connection-credentials"),
     re_path(rf"^connections/(?P<connection_id>{UUID})/calls/?$", api.ConnectionCallsView.as_view(),
             name="api-connection-calls"),
 ]

@@ -71,13 +71,14 @@ class OAuthConnectForm(_ConnectForm):
         return scopes
 
 
-class ApiKeyConnectForm(_ConnectForm):
+class _CredentialFieldsMixin:
+    """The integration's credential fields as form fields; secret ones are password inputs."""
+
     KINDS = {"url": forms.URLInput, "email": forms.EmailInput, "integer": forms.NumberInput}
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def add_credential_fields(self, integration: Integration, *, secrets_required: bool = False) -> None:
         self.credential_names = []
-        for item in self.integration.credential_fields:
+        for item in integration.credential_fields:
             if item.secret or item.kind == "password":
                 # Never sent back to the browser, not even after a failed attempt.
                 widget = forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
@@ -85,16 +86,13 @@ class ApiKeyConnectForm(_ConnectForm):
                 widget = self.KINDS.get(item.kind, forms.TextInput)(attrs={"autocomplete": "off"})
             options: dict[str, Any] = {"assume_scheme": "https"} if item.kind == "url" else {}
             field_class = {"url": forms.URLField, "email": forms.EmailField}.get(item.kind, forms.CharField)
-            self.fields[item.name] = field_class(label=item.label, required=item.required, help_text=item.help,
-                                                 widget=widget, max_length=10_000, **options)
+            self.fields[item.name] = field_class(label=item.label, help_text=item.help, widget=widget,
+                                                 required=item.required or (secrets_required and item.secret),
+                                                 max_length=10_000, **options)
             self.credential_names.append(item.name)
 
     def credential_fields(self) -> list[forms.BoundField]:
         return [self[name] for name in self.credential_names]
-
-    def values(self) -> dict[str, Any]:
-        return {name: self.cleaned_data.get(name, "") for name in self.credential_names
-                if self.cleaned_data.get(name, "") != ""}
 
     def add_service_errors(self, exc: ValidationError) -> None:
         if not hasattr(exc, "error_dict"):
@@ -103,6 +101,32 @@ class ApiKeyConnectForm(_ConnectForm):
         for field, messages_ in exc.message_dict.items():
             for message in messages_:
                 self.add_error(field if field in self.fields else None, message)
+
+
+class ApiKeyConnectForm(_CredentialFieldsMixin, _ConnectForm):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_credential_fields(self.integration)
+
+    def values(self) -> dict[str, Any]:
+        return {name: self.cleaned_data.get(name, "") for name in self.credential_names
+                if self.cleaned_data.get(name, "") != ""}
+
+
+class ReplaceCredentialsForm(_CredentialFieldsMixin, forms.Form):
+    """New credentials for an API-key connection: every secret again (never pre-filled), the
+    settings pre-filled with the connection's current ones."""
+
+    def __init__(self, *args: Any, integration: Integration, connection: Connection, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_credential_fields(integration, secrets_required=True)
+        for item in integration.credential_fields:
+            if not item.secret and item.name in connection.options:
+                self.fields[item.name].initial = connection.options[item.name]
+
+    def values(self) -> dict[str, Any]:
+        # Every field the form shows is sent: a setting emptied here is cleared, not kept.
+        return {name: self.cleaned_data.get(name) or "" for name in self.credential_names}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -429,6 +453,7 @@ def connection_detail(request: HttpRequest, connection_id: uuid.UUID) -> HttpRes
         "can_delete": selectors.connection_can_delete(viewer=access, connection=connection),
         "can_reconnect": connection.auth_type == AuthType.OAUTH2 and integration is not None
         and integration.oauth_ready() and connection.status != Connection.Status.ACTIVE,
+        "can_replace_credentials": integration is not None and not services.credentials_replace_refusal(connection),
         "is_revoked": connection.status == Connection.Status.REVOKED,
     }
     return render(request, "integrations/connection_detail.html", context)
@@ -486,9 +511,8 @@ def connection_reconnect(request: HttpRequest, connection_id: uuid.UUID) -> Http
     integration = found_or_404(selectors.integration_get(organization=access.organization,
                                                          slug=connection.integration), "No such integration.")
     if connection.auth_type != AuthType.OAUTH2:
-        messages.error(request, f"“{connection.name}” uses an API key: connect {integration.name} again with a new "
-                                "key.")
-        return redirect("integrations:integration-detail", slug=integration.slug)
+        messages.error(request, f"“{connection.name}” uses an API key: give it new credentials here.")
+        return redirect("integrations:connection-credentials", connection_id=connection.id)
     scopes = list(connection.scopes) or [s.name for s in integration.scopes if not s.write]
     try:
         url = oauth.start(organization=access.organization, actor=request.user, integration=integration,
@@ -498,3 +522,35 @@ def connection_reconnect(request: HttpRequest, connection_id: uuid.UUID) -> Http
         messages.error(request, " ".join(exc.messages))
         return redirect("integrations:connection-detail", connection_id=connection.id)
     return _to_provider(request, integration, url)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@role_required(VIEW)
+def connection_credentials(request: HttpRequest, connection_id: uuid.UUID) -> HttpResponse:
+    """GET: the form for an API-key connection's new credentials; POST checks them with the
+    provider and saves them, keeping the connection's id, history and agent bindings."""
+    access = access_or_403(request)
+    connection = _decorate(_connection_or_404(access, connection_id), access, _names(access))
+    _require_change(access, connection, "give new credentials to")
+    integration = found_or_404(selectors.integration_get(organization=access.organization,
+                                                         slug=connection.integration), "No such integration.")
+    refusal = services.credentials_replace_refusal(connection)
+    if refusal:
+        messages.error(request, refusal)
+        return redirect("integrations:connection-detail", connection_id=connection.id)
+    form = ReplaceCredentialsForm(request.POST if request.method == "POST" else None, integration=integration,
+                                  connection=connection)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.connection_replace_credentials(connection=connection, actor=request.user, values=form.values())
+        except ValidationError as exc:
+            form.add_service_errors(exc)
+        else:
+            messages.success(request, f"New credentials saved for “{connection.name}”: the agents that use it act "
+                                      "through them from now on.")
+            return redirect("integrations:connection-detail", connection_id=connection.id)
+    context = {"organization": access.organization, "connection": connection, "integration": integration,
+               "form": form}
+    return render(request, "integrations/connection_credentials.html", context,
+                  status=400 if form.errors else 200)

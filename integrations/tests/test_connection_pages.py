@@ -1,5 +1,5 @@
 """The connection pages: connect with an API key or OAuth (start and callback), the connections
-list and a connection's page, Test, Revoke with its confirmation, Reconnect, and the agent
+list and a connection's page, Test, Revoke with its confirmation, Reconnect, Replace credentials, and the agent
 builder's connection settings with the agent page's warnings. No page ever shows a credential."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from agents.models import Agent
 from integrations import services
 from integrations.models import Connection, ConnectionCall, HttpApi, McpServer, OAuthGrant
 from integrations.tests import test_catalog as shared
+from integrations.tests import test_connections_api as rekey
 from integrations.tests.test_catalog import (
     CHARTS,
     GOOD_TOKEN,
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.django_db
 # The catalog tests' fixtures: test integrations (unique slugs) and the loopback token endpoint.
 test_integrations = shared.test_integrations
 token_server = shared.token_server
+rotating_widgets = rekey.rotating_widgets
 
 LIST_TOOL = "test_connui_widgets_list"
 CREATE_TOOL = "test_connui_widgets_create"
@@ -219,13 +221,18 @@ def test_starting_oauth_without_a_scope_shows_the_form_again(member, test_integr
     assert not OAuthGrant.objects.exists()
 
 
-def test_reconnecting_a_connection_that_needs_reauthorization_keeps_it(member, test_integrations, token_server):
-    client = page_client(member)
+def _oauth_connection_needing_reauthorization(client, token_server) -> Connection:
     _, state = _start(client)
     token_server.script("/token", [(200, {}, {"access_token": OAUTH_TOKEN, "scope": "read"})])
     client.get(reverse("integrations:oauth-callback"), {"state": state, "code": "first"})
     connection = Connection.objects.get()
     services.connection_mark_needs_reauth(connection_id=connection.id, reason="the token was revoked (HTTP 401)")
+    return connection
+
+
+def test_reconnecting_a_connection_that_needs_reauthorization_keeps_it(member, test_integrations, token_server):
+    client = page_client(member)
+    connection = _oauth_connection_needing_reauthorization(client, token_server)
 
     page = client.get(reverse("integrations:connection-detail", args=[connection.id])).content.decode()
     assert 'id="reconnect-connection"' in page and 'id="needs-reauth"' in page
@@ -345,6 +352,129 @@ def test_another_organization_gets_404_for_a_connection(outsider, owner, organiz
         assert client.get(reverse(f"integrations:{name}", args=[shared.id])).status_code == 404
     for name in ("connection-test", "connection-revoke", "connection-reconnect"):
         assert client.post(reverse(f"integrations:{name}", args=[shared.id])).status_code == 404
+
+
+# --------------------------------------------------------------------------- replace credentials
+
+
+def test_an_admin_gives_a_shared_connection_new_credentials_and_its_agent_works_again(
+        member, admin, organization, rotating_widgets):
+    connection = rekey.connect_warehouse(organization, admin, rotating_widgets, for_organization=True)
+    agent = rekey.agent_bound_to(connection, member)
+    services.connection_call_record(connection_id=connection.id, run_id=None, tool=rekey.COUNT_TOOL,
+                                    outcome=ConnectionCall.Outcome.OK, status_code=200, duration_ms=31)
+    rekey.stop_working(connection)
+    assert "needs re-authorization" in rekey.call_count_tool(agent, member)[0].output
+    client = page_client(admin)
+    detail_url = reverse("integrations:connection-detail", args=[connection.id])
+    url = reverse("integrations:connection-credentials", args=[connection.id])
+
+    page = client.get(detail_url).content.decode()
+    assert 'id="replace-credentials"' in page and f'href="{url}"' in page and 'id="needs-reauth"' in page
+    form = client.get(url)
+    html = form.content.decode()
+    assert form.status_code == 200
+    assert re.search(r'<input type="password" name="token"[^>]*required', html)
+    assert 'name="token" value' not in html  # never pre-filled
+    assert f'name="api_url" value="{rotating_widgets.url}"' in html
+    assert_no_credentials(html, connection)
+
+    response = client.post(url, {"token": rekey.NEW_TOKEN, "api_url": rotating_widgets.url})
+
+    assert response.status_code == 302 and response["Location"] == detail_url
+    assert any("New credentials saved for “Warehouse”" in m for m in flashed(response))
+    assert Connection.objects.count() == 1
+    connection.refresh_from_db()
+    assert connection.status == Connection.Status.ACTIVE and connection.last_error == ""
+    assert connection.account == {"login": "widget-bot-2"} and connection.options == {"api_url": rotating_widgets.url}
+    html = client.get(detail_url).content.decode()
+    assert 'id="needs-reauth"' not in html and "31 ms" in html and "Stock counter" in html
+    assert rekey.NEW_TOKEN not in html
+    assert_no_credentials(html, connection)
+    rekey.assert_reauthorize_audited_without(connection, rekey.NEW_TOKEN, connection.secret)
+    result, _ = rekey.call_count_tool(agent, member)
+    assert result.is_error is False
+    assert rotating_widgets.seen("/widgets")[-1].headers["authorization"] == f"Bearer {rekey.NEW_TOKEN}"
+
+
+def test_refused_new_credentials_show_the_reason_on_the_form_and_change_nothing(member, organization,
+                                                                               rotating_widgets):
+    connection = rekey.connect_warehouse(organization, member, rotating_widgets)
+    rekey.stop_working(connection)
+    secret = Connection.objects.get(id=connection.id).secret
+    client = page_client(member)
+    url = reverse("integrations:connection-credentials", args=[connection.id])
+
+    refused = client.post(url, {"token": "wdg_wrong_7777777777", "api_url": rotating_widgets.url})
+    html = refused.content.decode()
+    assert refused.status_code == 400
+    assert "Nothing was changed." in html
+    assert "did not accept these credentials: Bad credentials (HTTP 401)" in html
+    assert "wdg_wrong_7777777777" not in html
+
+    missing = client.post(url, {"api_url": rotating_widgets.url})
+    assert missing.status_code == 400
+    assert re.search(r'<p class="field-error" id="id_token_error">This field is required.</p>',
+                     missing.content.decode())
+
+    bad_url = client.post(url, {"token": rekey.NEW_TOKEN, "api_url": "not a url"})
+    assert bad_url.status_code == 400 and "Enter a valid URL." in bad_url.content.decode()
+    assert rekey.NEW_TOKEN not in bad_url.content.decode()
+
+    connection.refresh_from_db()
+    assert connection.secret == secret and connection.status == Connection.Status.NEEDS_REAUTH
+    assert connection.options == {"api_url": rotating_widgets.url}
+
+
+def test_oauth_and_revoked_connections_offer_no_new_credentials(member, test_integrations, token_server):
+    client = page_client(member)
+    oauth_connection = _oauth_connection_needing_reauthorization(client, token_server)
+    revoked = connect_widgets(oauth_connection.organization, member)
+    services.connection_revoke(connection=revoked, actor=member)
+
+    for connection, reason in ((oauth_connection, "use Reconnect"), (revoked, "can't be brought back")):
+        page = client.get(reverse("integrations:connection-detail", args=[connection.id])).content.decode()
+        assert 'id="replace-credentials"' not in page
+        url = reverse("integrations:connection-credentials", args=[connection.id])
+        for response in (client.get(url), client.post(url, {"token": GOOD_TOKEN})):
+            assert response.status_code == 302
+            assert response["Location"] == reverse("integrations:connection-detail", args=[connection.id])
+            assert any(reason in m for m in flashed(response))
+    oauth_connection.refresh_from_db()
+    revoked.refresh_from_db()
+    assert oauth_connection.status == Connection.Status.NEEDS_REAUTH
+    assert revoked.status == Connection.Status.REVOKED and revoked.secret == ""
+
+
+def test_reconnect_sends_an_api_key_connection_to_its_new_credentials_form(member, organization, test_integrations):
+    connection = connect_widgets(organization, member)
+
+    response = page_client(member).post(reverse("integrations:connection-reconnect", args=[connection.id]))
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("integrations:connection-credentials", args=[connection.id])
+
+
+def test_a_member_cannot_give_new_credentials_to_a_shared_or_someone_elses_connection(
+        member, owner, outsider, organization, rotating_widgets):
+    shared = rekey.connect_warehouse(organization, owner, rotating_widgets, for_organization=True)
+    theirs = rekey.connect_warehouse(organization, owner, rotating_widgets)
+    client = page_client(member)
+    data = {"token": rekey.NEW_TOKEN, "api_url": rotating_widgets.url}
+
+    page = client.get(reverse("integrations:connection-detail", args=[shared.id])).content.decode()
+    assert 'id="replace-credentials"' not in page
+    shared_url = reverse("integrations:connection-credentials", args=[shared.id])
+    assert client.get(shared_url).status_code == 403
+    assert client.post(shared_url, data).status_code == 403
+    assert client.post(reverse("integrations:connection-credentials", args=[theirs.id]), data).status_code == 404
+    assert page_client(outsider).post(shared_url, data).status_code == 404
+    for connection in (shared, theirs):
+        secret = connection.secret
+        connection.refresh_from_db()
+        assert connection.secret == secret and connection.account == {"login": "widget-bot"}
+
+    assert page_client(owner).post(shared_url, data).status_code == 302  # owners manage shared connections
 
 
 # --------------------------------------------------------------------------- the agent builder

@@ -1,25 +1,33 @@
-"""The connections REST API: connect with an API key, list, show, test, revoke, call history and
-starting OAuth. Credentials go in and never come out: every answer is checked for the token and
-for the encrypted column."""
+"""The connections REST API: connect with an API key, list, show, test, revoke, replace an API-key
+connection's credentials, call history and starting OAuth. Credentials go in and never come out:
+every answer is checked for the token and for the encrypted column."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from accounts.models import AuditLog
+from agents import services as agent_services
 from conftest import client_for
-from integrations import services
+from integrations import calls, catalog, services
+from integrations import tools as tool_registry
+from integrations.http import error_message
 from integrations.models import Connection, ConnectionCall, OAuthGrant
 from integrations.tests import test_catalog as shared
 from integrations.tests.test_catalog import (
     CHARTS,
     GOOD_TOKEN,
+    OAUTH_TOKEN,
     REVOKED_AT_PROVIDER,
     WIDGETS,
     connect_widgets,
 )
+from integrations.tools import SideEffect, Tool, ToolError
 
 pytestmark = pytest.mark.django_db
 
@@ -41,6 +49,75 @@ def assert_no_credentials(response, connection: Connection | None = None) -> Non
 @pytest.fixture
 def admin(member_with_role):
     return member_with_role("admin", "ada")
+
+
+# --------------------------------------------------------------------------- new credentials: shared helpers
+
+NEW_TOKEN = "wdg_live_2b8e6d0c4a9f1e73"  # the token someone makes after the old one stopped working
+COUNT_TOOL = "test_connui_widgets_count"
+
+
+def _count_widgets(call) -> str:
+    response = call.http.get(f"{call.api_url}/widgets")
+    if not response.ok:
+        raise ToolError(error_message(response, service="Widgets"))
+    return response.text
+
+
+@pytest.fixture
+def rotating_widgets(test_integrations, token_server):
+    """Widgets whose provider also accepts NEW_TOKEN, with a tool that calls the loopback warehouse
+    (token_server) with the connection's token, so a test sees which token a call carried."""
+    def identify(call) -> dict[str, Any]:
+        token = call.credentials.get("token")
+        if token not in (GOOD_TOKEN, NEW_TOKEN) or token in REVOKED_AT_PROVIDER:
+            raise ToolError("Bad credentials (HTTP 401)")
+        return {"login": "widget-bot" if token == GOOD_TOKEN else "widget-bot-2"}
+
+    catalog.register(dataclasses.replace(catalog._INTEGRATIONS.pop(WIDGETS), identify=identify))
+    tool_registry.register(Tool(
+        name=COUNT_TOOL, description="Count the widgets in the warehouse.",
+        input_schema={"type": "object", "properties": {}, "additionalProperties": False},
+        side_effect=SideEffect.READ, timeout_seconds=5, func=_count_widgets, integration=WIDGETS,
+        scopes=("widgets:read",)))
+    token_server.script("/widgets", [(200, {}, {"count": 42})])
+    yield token_server
+    tool_registry._REGISTRY.pop(COUNT_TOOL, None)
+
+
+def connect_warehouse(organization, actor, server, *, for_organization: bool = False) -> Connection:
+    """A Widgets connection whose calls go to the loopback warehouse."""
+    return services.connection_create(organization=organization, actor=actor, integration=WIDGETS,
+                                      values={"token": GOOD_TOKEN, "api_url": server.url},
+                                      for_organization=for_organization, name="Warehouse")
+
+
+def stop_working(connection: Connection) -> None:
+    """The provider revoked the old token and a call noticed."""
+    REVOKED_AT_PROVIDER.add(GOOD_TOKEN)
+    services.connection_mark_needs_reauth(connection_id=connection.id, reason="Bad credentials (HTTP 401)")
+
+
+def agent_bound_to(connection: Connection, builder):
+    return agent_services.agent_create(
+        organization=connection.organization, actor=builder, name="Stock counter", system_prompt="Count.",
+        model="demo", tools=[COUNT_TOOL],
+        integrations={WIDGETS: {"connection": str(connection.id), "scopes": ["widgets:read"]}})
+
+
+def call_count_tool(agent, runner) -> tuple[tool_registry.ToolResult, dict[str, Any]]:
+    """One connector call as the run loop makes it (integrations.calls.call)."""
+    return calls.call(config={"tools": list(agent.tools), "integrations": dict(agent.integrations)},
+                      organization_id=agent.organization_id, runner_id=runner.pk, run_id=None,
+                      tool=tool_registry.get(COUNT_TOOL), arguments={}, timeout=5)
+
+
+def assert_reauthorize_audited_without(connection: Connection, *secrets: str) -> None:
+    [entry] = AuditLog.objects.filter(action="connection.reauthorize", target_id=str(connection.id))
+    assert entry.data == {"integration": WIDGETS, "method": "api_key"}
+    text = json.dumps([entry.data, entry.diff, entry.target_label])
+    for secret in secrets:
+        assert secret not in text
 
 
 @pytest.fixture
@@ -292,3 +369,140 @@ def test_authorize_refuses_bad_scopes_api_key_integrations_and_sharing_without_a
 
     assert member_api.post("/api/integrations/nope/authorize", {"scopes": ["x"]}, format="json").status_code == 404
     assert not OAuthGrant.objects.exists()
+
+
+# --------------------------------------------------------------------------- new credentials
+
+
+def test_a_connection_that_needs_reauthorization_gets_new_credentials_and_its_agent_works_again(
+        member, member_api, organization, rotating_widgets):
+    connection = connect_warehouse(organization, member, rotating_widgets)
+    agent = agent_bound_to(connection, member)
+    assert call_count_tool(agent, member)[0].is_error is False
+    stop_working(connection)
+    refused, _ = call_count_tool(agent, member)
+    assert refused.is_error and "needs re-authorization" in refused.output
+    history = ConnectionCall.objects.filter(connection=connection).count()
+    old_secret = Connection.objects.get(id=connection.id).secret
+
+    response = member_api.post(f"/api/connections/{connection.id}/credentials", {"values": {"token": NEW_TOKEN}},
+                               format="json")
+
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["id"] == str(connection.id)
+    assert body["status"] == "active" and body["last_error"] == "" and body["last_check_ok"] is True
+    assert body["account"] == {"login": "widget-bot-2"}
+    assert body["options"] == {"api_url": rotating_widgets.url}  # left out: kept
+    assert NEW_TOKEN not in json.dumps(body)
+    assert_no_credentials(response, connection)
+    connection.refresh_from_db()
+    assert connection.secret != old_secret and NEW_TOKEN not in connection.secret
+    assert connection.last_checked_at is not None and connection.expires_at is None
+    assert Connection.objects.count() == 1
+    assert ConnectionCall.objects.filter(connection=connection).count() == history
+    assert_reauthorize_audited_without(connection, NEW_TOKEN, GOOD_TOKEN, connection.secret)
+
+    result, extra = call_count_tool(agent, member)
+    assert result.is_error is False and '"count": 42' in result.output
+    assert extra["connection"]["id"] == str(connection.id)
+    assert rotating_widgets.seen("/widgets")[-1].headers["authorization"] == f"Bearer {NEW_TOKEN}"
+    assert ConnectionCall.objects.filter(connection=connection).count() == history + 1
+
+
+def test_refused_new_credentials_are_a_400_and_change_nothing(member, member_api, organization, rotating_widgets):
+    connection = connect_warehouse(organization, member, rotating_widgets)
+    stop_working(connection)
+    before = Connection.objects.get(id=connection.id)
+    url = f"/api/connections/{connection.id}/credentials"
+
+    refused = member_api.post(url, {"values": {"token": "wdg_wrong_5555555555"}}, format="json")
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "validation_error"
+    assert "did not accept these credentials: Bad credentials (HTTP 401)" in refused.json()["details"]["credentials"][0]
+    assert "wdg_wrong_5555555555" not in json.dumps(refused.json())
+
+    old_again = member_api.post(url, {"values": {"token": GOOD_TOKEN}}, format="json")  # revoked at the provider
+    assert old_again.status_code == 400 and "credentials" in old_again.json()["details"]
+
+    missing = member_api.post(url, {"values": {"api_url": "https://warehouse.example.com"}}, format="json")
+    assert missing.status_code == 400
+    assert missing.json()["details"]["values"]["token"] == ["This field is required."]
+
+    stray = member_api.post(url, {"values": {"token": NEW_TOKEN, "pin": "1"}}, format="json")
+    assert stray.status_code == 400 and "pin" in stray.json()["details"]["values"]
+
+    bad_url = member_api.post(url, {"values": {"token": NEW_TOKEN, "api_url": "warehouse"}}, format="json")
+    assert bad_url.status_code == 400 and "api_url" in bad_url.json()["details"]["values"]
+
+    assert member_api.post(url, {}, format="json").status_code == 400
+    assert member_api.post(url, {"values": {"token": ["a"]}}, format="json").status_code == 400
+
+    after = Connection.objects.get(id=connection.id)
+    assert after.secret == before.secret
+    assert (after.status, after.options, after.account, after.last_error) == (
+        Connection.Status.NEEDS_REAUTH, before.options, before.account, before.last_error)
+    assert not AuditLog.objects.filter(action="connection.reauthorize").exists()
+
+
+def test_a_setting_sent_blank_is_cleared_and_one_left_out_is_kept(member, member_api, organization,
+                                                                 rotating_widgets):
+    connection = connect_warehouse(organization, member, rotating_widgets)
+    url = f"/api/connections/{connection.id}/credentials"
+
+    kept = member_api.post(url, {"values": {"token": NEW_TOKEN}}, format="json")
+    assert kept.status_code == 200 and kept.json()["options"] == {"api_url": rotating_widgets.url}
+
+    cleared = member_api.post(url, {"values": {"token": NEW_TOKEN, "api_url": ""}}, format="json")
+    assert cleared.status_code == 200 and cleared.json()["options"] == {}
+
+
+def test_oauth_and_revoked_connections_cannot_be_given_new_credentials(member, member_api, organization,
+                                                                       rotating_widgets):
+    from integrations.catalog import TokenSet
+
+    grant = OAuthGrant.objects.create(organization=organization, user=member, integration=CHARTS,
+                                      scopes=["charts:read"], state="state-for-this-test", secret="",
+                                      redirect_uri="https://agentry.example.com/integrations/oauth/callback")
+    oauth_connection = services.connection_from_tokens(grant=grant, tokens=TokenSet(access_token=OAUTH_TOKEN),
+                                                       actor=member)
+    revoked = connect_warehouse(organization, member, rotating_widgets)
+    services.connection_revoke(connection=revoked, actor=member)
+
+    oauth = member_api.post(f"/api/connections/{oauth_connection.id}/credentials",
+                            {"values": {"access_token": NEW_TOKEN}}, format="json")
+    assert oauth.status_code == 400 and "use Reconnect" in oauth.json()["details"]["connection"][0]
+
+    gone = member_api.post(f"/api/connections/{revoked.id}/credentials", {"values": {"token": NEW_TOKEN}},
+                           format="json")
+    assert gone.status_code == 400
+    assert "can't be brought back; connect again" in gone.json()["details"]["connection"][0]
+
+    revoked.refresh_from_db()
+    assert revoked.status == Connection.Status.REVOKED and revoked.secret == ""
+    oauth_connection.refresh_from_db()
+    assert oauth_connection.status == Connection.Status.ACTIVE
+
+
+def test_only_the_owner_or_for_a_shared_one_an_admin_gives_a_connection_new_credentials(
+        member, member_api, owner, admin, outsider_api, organization, rotating_widgets):
+    shared = connect_warehouse(organization, owner, rotating_widgets, for_organization=True)
+    theirs = connect_warehouse(organization, owner, rotating_widgets)
+    stop_working(shared)
+    body = {"values": {"token": NEW_TOKEN}}
+
+    refused = member_api.post(f"/api/connections/{shared.id}/credentials", body, format="json")
+    assert refused.status_code == 403 and "only organization admins" in refused.json()["message"]
+    assert member_api.post(f"/api/connections/{theirs.id}/credentials", body, format="json").status_code == 404
+    assert outsider_api.post(f"/api/connections/{shared.id}/credentials", body, format="json").status_code == 404
+    # Admins see a person's own connection, but using or re-keying it stays with its owner.
+    admin_api = client_for(admin, organization)
+    assert admin_api.post(f"/api/connections/{theirs.id}/credentials", body, format="json").status_code == 403
+    for connection in (shared, theirs):
+        before = connection.secret
+        connection.refresh_from_db()
+        assert connection.secret == before
+
+    response = admin_api.post(f"/api/connections/{shared.id}/credentials", body, format="json")
+    assert response.status_code == 200 and response.json()["status"] == "active"
+    assert response.json()["organization_connection"] is True
