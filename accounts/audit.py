@@ -8,11 +8,12 @@ has one.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import csv
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -41,20 +42,28 @@ def client_ip(request) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+@contextlib.contextmanager
+def request_context(info: RequestInfo) -> Iterator[None]:
+    """Entries recorded inside carry this request's address, user agent and id (requests that don't
+    pass through Django, like /mcp, enter it themselves)."""
+    token = _request.set(info)
+    try:
+        yield
+    finally:
+        _request.reset(token)
+
+
 class AuditContextMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        token = _request.set(RequestInfo(
+        with request_context(RequestInfo(
             ip=client_ip(request),
             user_agent=request.headers.get("User-Agent", "")[:400],
             request_id=getattr(request, "request_id", ""),
-        ))
-        try:
+        )):
             return self.get_response(request)
-        finally:
-            _request.reset(token)
 
 
 def _label(target: Any) -> str:

@@ -341,7 +341,7 @@ def _act(ctx: _Context, call: ToolCall, step: int, *, started: dict | None) -> C
         # Bound to a connection, scope-checked before any request, recorded in its history.
         result, extra = connector_calls.call(config=ctx.config, organization_id=ctx.run.organization_id,
                                              runner_id=ctx.run.created_by_id, run_id=ctx.run.id, tool=tool,
-                                             arguments=arguments, timeout=ctx.remaining())
+                                             arguments=arguments, timeout=ctx.remaining(), tools=ctx.tools)
     else:
         result = tool_registry.invoke(call.name, arguments, timeout=ctx.remaining(), tool=tool)
     return _observe(ctx, call, step, result, **extra)

@@ -112,23 +112,25 @@ def context_for(*, integration: Integration, connection: Connection | None, cred
                        scopes=frozenset(scopes), http=Outbound(auth=auth, deadline=deadline), options=options)
 
 
-def builder_scopes(config: dict, integration: Integration, organization_id: Any) -> set[str]:
-    """The scopes the agent's builder selected; by default those its chosen tools need."""
+def builder_scopes(config: dict, integration: Integration, organization_id: Any,
+                   tools: dict[str, tool_registry.Tool] | None = None) -> set[str]:
+    """The scopes the agent's builder selected; by default those its chosen tools need. `tools` is
+    the run's resolved tools when the caller has them (the loop does), saving a lookup per call."""
     setting = (config.get("integrations") or {}).get(integration.slug) or {}
     if setting.get("scopes") is not None:
         return set(setting["scopes"])
-    available = tool_registry.for_organization(organization_id)
+    available = tools if tools is not None else tool_registry.for_organization(organization_id)
     return {s for name in config.get("tools", []) if (t := available.get(name)) and t.integration == integration.slug
             for s in t.scopes}
 
 
 def bind(*, config: dict, organization_id: Any, runner_id: Any, tool: tool_registry.Tool,
-         deadline: float | None = None) -> CallContext:
+         deadline: float | None = None, tools: dict[str, tool_registry.Tool] | None = None) -> CallContext:
     integration = catalog.get(tool.integration, organization_id)
     if integration is None:
         raise Refused(f"the integration {tool.integration!r} is no longer available in this organization")
     choice = ((config.get("integrations") or {}).get(integration.slug) or {}).get("connection") or RUNNER
-    allowed = builder_scopes(config, integration, organization_id)
+    allowed = builder_scopes(config, integration, organization_id, tools)
     if integration.auth_types == (AuthType.NONE,):
         _check_scopes(tool, integration, allowed, held=set(integration.scope_names), connection=None)
         return context_for(integration=integration, connection=None, credentials={}, scopes=allowed, deadline=deadline)
@@ -202,7 +204,8 @@ def _check_scopes(tool: tool_registry.Tool, integration: Integration, allowed: s
 
 
 def call(*, config: dict, organization_id: Any, runner_id: Any, run_id: Any, tool: tool_registry.Tool,
-         arguments: dict, timeout: float | None) -> tuple[tool_registry.ToolResult, dict[str, Any]]:
+         arguments: dict, timeout: float | None, tools: dict[str, tool_registry.Tool] | None = None,
+         ) -> tuple[tool_registry.ToolResult, dict[str, Any]]:
     """Run one connector tool call and record it in the connection's history. Returns the result
     for the model and what the trace should say about the connection."""
     started = time.monotonic()
@@ -210,7 +213,7 @@ def call(*, config: dict, organization_id: Any, runner_id: Any, run_id: Any, too
     deadline = None if timeout is None else started + max(0.01, min(timeout, tool.timeout_seconds))
     try:
         context = bind(config=config, organization_id=organization_id, runner_id=runner_id, tool=tool,
-                       deadline=deadline)
+                       deadline=deadline, tools=tools)
     except Refused as refusal:
         result = tool_registry.ToolResult(output=f"Refused: {refusal}", is_error=True,
                                           duration_ms=int((time.monotonic() - started) * 1000))

@@ -176,8 +176,8 @@ class Outbound:
         current = netguard.parse_url(httpx.URL(url, params=params) if params else url)
         origin = (current.scheme, current.host, current.port)
         merged = {"User-Agent": self.user_agent, "Accept": "application/json"} | dict(headers or {})
-        if authenticate and self.auth is not None:
-            merged |= self.auth.headers()
+        credentials = self.auth.headers() if authenticate and self.auth is not None else {}
+        merged |= credentials
         body_kwargs: dict[str, Any] = {}
         if json is not None:
             body_kwargs["json"] = json
@@ -209,9 +209,8 @@ class Outbound:
                         current = netguard.parse_url(current.join(location))
                         if (current.scheme, current.host, current.port) != origin:
                             # Never carry credentials to another origin.
-                            for name in [*self.auth.headers()] if self.auth else []:
+                            for name in [*credentials, "Authorization"]:
                                 merged.pop(name, None)
-                            merged.pop("Authorization", None)
                         if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
                             method, body_kwargs = "GET", {}
                         continue

@@ -24,7 +24,7 @@ from accounts.models import Membership, Organization
 from integrations import catalog, crypto
 from integrations.catalog import AuthType, Integration, TokenSet
 from integrations.http import Unauthorized
-from integrations.models import Connection, ConnectionCall, OAuthGrant
+from integrations.models import Connection, ConnectionCall, HttpApi, OAuthGrant
 from integrations.tools import ToolError
 
 logger = logging.getLogger(__name__)
@@ -403,17 +403,11 @@ def connection_call_record(*, connection_id: Any, run_id: Any, tool: str, outcom
 def credentials_rotate() -> int:
     """Re-encrypt every stored credential with the newest key in AGENTRY_CREDENTIAL_KEYS."""
     count = 0
-    for model in (Connection, OAuthGrant):
+    for model in (Connection, OAuthGrant, HttpApi):  # HttpApi: an OAuth client secret
         for pk in model.objects.exclude(secret="").values_list("pk", flat=True).iterator():
             with transaction.atomic():
                 row = model.objects.select_for_update().get(pk=pk)
                 row.secret = crypto.rotate(row.secret)
                 row.save(update_fields=["secret"])
                 count += 1
-    from integrations.models import HttpApi
-
-    for api in HttpApi.objects.exclude(secret=""):
-        api.secret = crypto.rotate(api.secret)
-        api.save(update_fields=["secret"])
-        count += 1
     return count

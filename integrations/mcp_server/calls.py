@@ -87,13 +87,6 @@ async def in_thread(func, *args):
     return await anyio.to_thread.run_sync(call)
 
 
-def _set_audit_context(caller: Caller) -> None:
-    # run_start audits the run; this gives that row the MCP request's address, user agent and
-    # request id, as AuditContextMiddleware does for requests through Django. The thread runs in a
-    # copy of the caller's context, so the value goes with the call.
-    audit._request.set(caller.request)
-
-
 def _rate_limit(token) -> ratelimit.Decision | None:
     # The key's bucket is the one the REST API counts it in: MCP is no way around the limit.
     if not settings.RATE_LIMIT_ENABLED:
@@ -190,8 +183,9 @@ def start_run(caller: Caller, name: str, goal: str) -> uuid.UUID:
         quotas.check_run_allowed(organization=agent.organization, user=caller.access.user)
     except quotas.QuotaExceeded as exc:
         raise ToolRefused(str(exc)) from None
-    _set_audit_context(caller)
-    return agent_services.run_start(agent=agent, goal=goal, actor=caller.access.user).id
+    # run_start audits the run: with the MCP request's address, user agent and id, as through Django.
+    with audit.request_context(caller.request):
+        return agent_services.run_start(agent=agent, goal=goal, actor=caller.access.user).id
 
 
 def run_state(run_id: uuid.UUID) -> dict[str, Any]:

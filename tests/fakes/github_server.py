@@ -44,6 +44,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from tests.fakes.loopback import LoopbackServer
+
 __all__ = ["API_VERSIONS", "FakeGitHub", "RecordedRequest", "TokenPair"]
 
 API_VERSIONS = ("2022-11-28", "2026-03-10")
@@ -261,7 +263,7 @@ def _not_found() -> _Reply:
     return _error(404, "Not Found", f"{DOCS}/issues/issues")
 
 
-class FakeGitHub:
+class FakeGitHub(LoopbackServer):
     def __init__(self, *, client_id: str = "Iv1.a629723bfa3c4d21", client_secret: str | None = None,
                  app_name: str = "Agentry", callback_url: str | None = None, expiring_tokens: bool = True,
                  report_scopes: bool = True) -> None:
@@ -287,8 +289,6 @@ class FakeGitHub:
         self._used: dict[str, int] = {}
         self._ids = itertools.count(1_000_000)
         self._lock = threading.RLock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._seed()
 
     # ------------------------------------------------------------------ lifecycle
@@ -298,28 +298,7 @@ class FakeGitHub:
         class Handler(_Handler):
             github = fake
 
-        self._httpd = _HTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-github", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    @property
-    def url(self) -> str:
-        assert self._httpd is not None, "start() the fake first"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def __enter__(self) -> FakeGitHub:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self._serve(_HTTPServer(("127.0.0.1", 0), Handler), name="fake-github")
 
     # ------------------------------------------------------------------ seed data
     def _seed(self) -> None:

@@ -30,9 +30,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from tests.fakes.loopback import DelegatingHandler, FakeHTTPServer, LoopbackServer
 
 JIRA_SCOPES = frozenset({"read:jira-work", "write:jira-work", "read:jira-user"})
 NOT_FOUND = "Issue does not exist or you do not have permission to see it."
@@ -86,25 +87,6 @@ def _stamp(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime(seconds))
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeJiraServer
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _HTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self.server.fake._handle(self)
-
-    def do_POST(self) -> None:  # noqa: N802
-        self.server.fake._handle(self)
-
-
 class _Reply(Exception):
     def __init__(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(status)
@@ -115,7 +97,7 @@ def _bad(status: int, *messages: str, **errors: str) -> _Reply:
     return _Reply(status, {"errorMessages": list(messages), "errors": errors})
 
 
-class FakeJiraServer:
+class FakeJiraServer(LoopbackServer):
     def __init__(self, *, client_id: str = "jira-client-id", client_secret: str = "jira-client-secret",
                  token_lifetime: int = 3600) -> None:
         self.client_id = client_id
@@ -145,41 +127,14 @@ class FakeJiraServer:
         self._failures: deque[_Failure] = deque()
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._clock = 1_714_000_000
         self._seed()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> FakeJiraServer:
-        httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
+        httpd = FakeHTTPServer(("127.0.0.1", 0), DelegatingHandler)
         httpd.fake = self
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-jira", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.shutdown()
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeJiraServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._httpd is not None, "FakeJiraServer is not running"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._serve(httpd, name="fake-jira")
 
     # ------------------------------------------------------------------ data
     def _seed(self) -> None:
@@ -249,7 +204,7 @@ class FakeJiraServer:
             self._requests.clear()
 
     # ------------------------------------------------------------------ serving
-    def _handle(self, handler: _Handler) -> None:
+    def _handle(self, handler: DelegatingHandler) -> None:
         split = urlsplit(handler.path)
         headers = {k.lower(): v for k, v in handler.headers.items()}
         length = int(headers.get("content-length") or 0)
@@ -281,7 +236,7 @@ class FakeJiraServer:
                     self._failures.remove(failure)
                     raise _Reply(failure.status, failure.body, failure.headers)
 
-    def _route(self, handler: _Handler, request: RecordedRequest) -> None:
+    def _route(self, handler: DelegatingHandler, request: RecordedRequest) -> None:
         path, verb = request.path, request.method
         if path == "/authorize" and verb == "GET":
             return self._authorize(handler, request.query)
@@ -571,7 +526,7 @@ class FakeJiraServer:
         return comment
 
     # ------------------------------------------------------------------ OAuth 2.0 (3LO)
-    def _authorize(self, handler: _Handler, query: dict[str, str]) -> None:
+    def _authorize(self, handler: DelegatingHandler, query: dict[str, str]) -> None:
         redirect_uri = query.get("redirect_uri", "")
         if (query.get("client_id") != self.client_id or query.get("audience") != "api.atlassian.com"
                 or query.get("response_type") != "code" or not redirect_uri):
@@ -631,7 +586,7 @@ class FakeJiraServer:
         return answer
 
     @staticmethod
-    def _send(handler: _Handler, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+    def _send(handler: DelegatingHandler, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         headers = dict(headers or {})
         if payload is None:
             body = b""

@@ -29,9 +29,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from tests.fakes.loopback import DelegatingHandler, FakeHTTPServer, LoopbackServer
 
 ALL_USER_SCOPES = frozenset({"channels:read", "groups:read", "channels:history", "chat:write"})
 
@@ -95,26 +96,7 @@ def _challenge(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeSlackServer
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _HTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self.server.fake._handle(self)
-
-    def do_POST(self) -> None:  # noqa: N802
-        self.server.fake._handle(self)
-
-
-class FakeSlackServer:
+class FakeSlackServer(LoopbackServer):
     def __init__(self, *, client_id: str = "1111.2222", client_secret: str = "slack-client-secret",
                  rotation: bool = True, token_lifetime: int = 43200) -> None:
         self.client_id = client_id
@@ -136,41 +118,14 @@ class FakeSlackServer:
         self._failures: deque[_Failure] = deque()
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._ts = 1_700_000_000
         self._seed()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> FakeSlackServer:
-        httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
+        httpd = FakeHTTPServer(("127.0.0.1", 0), DelegatingHandler)
         httpd.fake = self
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-slack", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.shutdown()
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeSlackServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._httpd is not None, "FakeSlackServer is not running"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._serve(httpd, name="fake-slack")
 
     @property
     def api_url(self) -> str:
@@ -260,7 +215,7 @@ class FakeSlackServer:
             self._requests.clear()
 
     # ------------------------------------------------------------------ serving
-    def _handle(self, handler: _Handler) -> None:
+    def _handle(self, handler: DelegatingHandler) -> None:
         split = urlsplit(handler.path)
         headers = {k.lower(): v for k, v in handler.headers.items()}
         length = int(headers.get("content-length") or 0)
@@ -449,7 +404,7 @@ class FakeSlackServer:
         return {"ok": True, "channel": channel["id"], "ts": message["ts"], "message": dict(message)}
 
     # ------------------------------------------------------------------ OAuth
-    def _authorize(self, handler: _Handler, params: dict[str, Any]) -> None:
+    def _authorize(self, handler: DelegatingHandler, params: dict[str, Any]) -> None:
         redirect_uri = str(params.get("redirect_uri") or "")
         if params.get("client_id") != self.client_id or not redirect_uri:
             return self._send(handler, 400, {"ok": False, "error": "invalid_client_id"})
@@ -526,7 +481,8 @@ class FakeSlackServer:
         return access, refresh
 
     @staticmethod
-    def _send(handler: _Handler, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    def _send(handler: DelegatingHandler, status: int, payload: dict[str, Any],
+              headers: dict[str, str] | None = None) -> None:
         body = json.dumps(payload).encode()
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json; charset=utf-8")

@@ -335,17 +335,19 @@ def _comment(call: CallContext, *, repo: str, number: int, body: str, pull_reque
                                 "author": _login(created.get("user")), "url": created.get("html_url")}})
 
 
+COMMENT_INPUT = {
+    "type": "object",
+    "properties": {"repo": REPO, "number": NUMBER, "body": {"type": "string", "minLength": 1, "maxLength": 65536}},
+    "required": ["repo", "number", "body"],
+    "additionalProperties": False,
+}
+
+
 @tool(
     name="github_comment_on_issue",
     description="Post a comment (GitHub Markdown) on an issue of a GitHub repository, as the connected account. "
                 "Refuses pull requests; use github_comment_on_pull_request for those.",
-    input_schema={
-        "type": "object",
-        "properties": {"repo": REPO, "number": NUMBER,
-                       "body": {"type": "string", "minLength": 1, "maxLength": 65536}},
-        "required": ["repo", "number", "body"],
-        "additionalProperties": False,
-    },
+    input_schema=COMMENT_INPUT,
     side_effect=SideEffect.WRITE,
     timeout_seconds=TIMEOUT,
     integration="github",
@@ -359,13 +361,7 @@ def comment_on_issue(call: CallContext, *, repo: str, number: int, body: str) ->
     name="github_comment_on_pull_request",
     description="Post a comment (GitHub Markdown) on a pull request's conversation in a GitHub repository, as the "
                 "connected account. Refuses issues; use github_comment_on_issue for those.",
-    input_schema={
-        "type": "object",
-        "properties": {"repo": REPO, "number": NUMBER,
-                       "body": {"type": "string", "minLength": 1, "maxLength": 65536}},
-        "required": ["repo", "number", "body"],
-        "additionalProperties": False,
-    },
+    input_schema=COMMENT_INPUT,
     side_effect=SideEffect.WRITE,
     timeout_seconds=TIMEOUT,
     integration="github",
